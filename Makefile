@@ -1,0 +1,53 @@
+# One command to run it (make run), one to test it (make test). Environments and the trained model are cached
+# by the hash of their inputs (see tools/ensure-venv.sh and bankbot/training.py).
+SHELL := /bin/bash
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+PYTHON311 ?= $(PYENV_ROOT)/versions/3.11.7/bin/python
+PYTHON310 ?= $(PYENV_ROOT)/versions/3.10.13/bin/python
+PY := .venv/bin/python
+export RASA_TELEMETRY_ENABLED := false
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns shell clean
+
+setup:
+	@tools/ensure-apt.sh
+	@tools/ensure-venv.sh .venv $(PYTHON311) requirements.lock
+	@tools/ensure-venv.sh .venv-rasa $(PYTHON310) requirements-rasa.lock
+	@install -m 0755 tools/bankbot-launcher.sh .venv/bin/bankbot
+
+train: setup
+	$(PY) -m bankbot train
+
+run: setup
+	BANKBOT_DEV_LOGIN=1 $(PY) -m bankbot run
+
+shell: setup
+	$(PY) -m bankbot shell
+
+lint: setup
+	.venv/bin/ruff check bankcore actions channels voice bankbot tests
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+pytest: setup
+	$(PY) -m bankbot train
+	$(PY) -m pytest
+
+test: lint pytest
+
+bench: bench-nlu bench-turns
+
+bench-nlu: setup
+	$(PY) -m bankbot bench nlu
+
+bench-turns: setup
+	$(PY) -m bankbot train
+	$(PY) -m bankbot bench turns --turns 500
+
+stories: setup
+	$(PY) -m bankbot test stories
+
+clean:
+	rm -rf var models results reports .pytest_cache .mypy_cache .ruff_cache

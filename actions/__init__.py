@@ -1,0 +1,1 @@
+"""Rasa action server: banking skills, forms and step-up verification, on the shared core."""

@@ -1,0 +1,128 @@
+"""Customer care: fraud reports, hand-off to a human, complaints and opt-outs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import FormValidationAction
+
+from actions import messages
+from actions.runtime import BankAction, Turn
+from bankcore import customer_care
+
+_MIN_COMPLAINT_CHARS = 8
+_SUMMARY_TURNS = 6
+
+
+def conversation_summary(turn: Turn) -> str:
+    """What the human agent sees first: the customer's recent requests (the texts are already redacted)."""
+    user_turns = [e for e in turn.tracker.events if e.get("event") == "user"][-_SUMMARY_TURNS:]
+    parts = []
+    for event in user_turns:
+        intent = (event.get("parse_data") or {}).get("intent", {}).get("name") or "?"
+        parts.append(f"{intent}: {str(event.get('text') or '')[:60]}")
+    return " | ".join(parts)
+
+
+class ActionReportFraud(BankAction):
+    action_name = "action_report_fraud"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        report = customer_care.report_fraud(
+            turn.session,
+            turn.customer_id,
+            description=conversation_summary(turn),
+            last4=turn.entity("card_last4"),
+            channel=turn.channel,
+            now=turn.now,
+        )
+        frozen = (
+            messages.FRAUD_FROZEN.format(cards="、".join(report.frozen_cards))
+            if report.frozen_cards
+            else messages.FRAUD_NOTHING_FROZEN
+        )
+        reference = messages.HANDOFF_REFERENCE.format(number=report.handoff_id)
+        turn.dispatcher.utter_message(response="utter_fraud_reported", reference=reference, frozen=frozen)
+        return []
+
+
+class ActionHumanHandoff(BankAction):
+    action_name = "action_human_handoff"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        handoff = customer_care.request_handoff(
+            turn.session,
+            turn.customer_id,
+            reason="customer_request",
+            priority="normal",
+            channel=turn.channel,
+            summary=conversation_summary(turn),
+            now=turn.now,
+        )
+        queue = messages.HANDOFF_QUEUE_HIGH if handoff.priority == "high" else messages.HANDOFF_QUEUE_NORMAL
+        reference = messages.HANDOFF_REFERENCE.format(number=handoff.id)
+        turn.dispatcher.utter_message(response="utter_handoff", queue=queue, reference=reference)
+        return []
+
+
+class ValidateComplaintForm(FormValidationAction):
+    def name(self) -> str:
+        return "validate_complaint_form"
+
+    async def extract_complaint_details(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A complaint that already says what went wrong needs no second question."""
+        if tracker.get_slot("complaint_details") or tracker.get_slot("requested_slot"):
+            return {}
+        text = str(tracker.latest_message.get("text") or "")
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        if intent == "complain" and len(text.strip()) >= _MIN_COMPLAINT_CHARS:
+            return {"complaint_details": text.strip()}
+        return {}
+
+    async def validate_complaint_details(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        text = str(value or "").strip()
+        if not text:
+            return {"complaint_details": None}
+        return {"complaint_details": text[:1000]}
+
+
+class ActionRecordComplaint(BankAction):
+    action_name = "action_record_complaint"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        complaint = customer_care.record_complaint(
+            turn.session,
+            turn.customer_id,
+            text=str(turn.slot("complaint_details") or turn.text),
+            channel=turn.channel,
+            now=turn.now,
+        )
+        turn.dispatcher.utter_message(response="utter_complaint_recorded", reference=complaint.reference)
+        return [SlotSet("complaint_details", None)]
+
+
+def opt_out_topic(text: str) -> str:
+    if any(word in text for word in ("提醒", "到期", "还款通知")):
+        return "reminders"
+    if any(word in text for word in ("电话", "打电话", "外呼", "来电")):
+        return "calls"
+    if any(word in text for word in ("营销", "推销", "广告", "推广", "理财产品", "短信")):
+        return "marketing"
+    return "all"
+
+
+class ActionRecordOptOut(BankAction):
+    action_name = "action_record_opt_out"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        topic = opt_out_topic(turn.text)
+        customer_care.record_opt_out(turn.session, turn.customer_id, topic=topic, channel=turn.channel, now=turn.now)
+        turn.dispatcher.utter_message(response="utter_opt_out_recorded", topic=messages.OPT_OUT_TOPICS[topic])
+        return []

@@ -1,0 +1,65 @@
+"""Affirm and deny: carry out or cancel whatever the last read-back asked the customer to confirm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rasa_sdk.events import EventType, SlotSet
+
+from actions.cards import confirm_activation, confirm_replacement
+from actions.credit_and_loans import confirm_card_repayment, confirm_loan_repayment
+from actions.runtime import BankAction, Turn
+from actions.transfers import cancel_transfer, clear_pending, clear_transfer_slots, request_transfer_code
+
+_CONFIRMERS: dict[str, Callable[[Turn, str], None]] = {
+    "card_repayment": confirm_card_repayment,
+    "loan_repayment": confirm_loan_repayment,
+    "card_replacement": confirm_replacement,
+    "card_activation": confirm_activation,
+}
+
+
+class ActionConfirmPending(BankAction):
+    action_name = "action_confirm_pending"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        pending = turn.slot("pending_confirmation")
+        subject = turn.slot("pending_subject")
+        if not pending or not subject:
+            turn.dispatcher.utter_message(response="utter_nothing_to_confirm")
+            return []
+        if pending == "transfer":
+            if turn.slot("awaiting_code"):
+                # Confirming again while the code is outstanding sends nothing new: the code is what's missing.
+                turn.dispatcher.utter_message(response="utter_code_still_needed")
+                return []
+            return request_transfer_code(turn, str(subject))
+        _CONFIRMERS[str(pending)](turn, str(subject))
+        return clear_pending()
+
+    def on_bank_error(self, dispatcher, error):  # type: ignore[no-untyped-def]
+        events = super().on_bank_error(dispatcher, error)
+        return [*events, *clear_pending()]
+
+
+class ActionCancelPending(BankAction):
+    action_name = "action_cancel_pending"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        pending = turn.slot("pending_confirmation")
+        subject = turn.slot("pending_subject")
+        active_loop = turn.tracker.active_loop.get("name")
+        events: list[EventType] = []
+        if active_loop:
+            events.append({"event": "active_loop", "name": None})
+            events.append(SlotSet("requested_slot", None))
+        if pending == "transfer" and subject:
+            cancel_transfer(turn, str(subject))
+        elif active_loop == "transfer_form":
+            turn.dispatcher.utter_message(response="utter_transfer_cancelled")
+        elif pending == "card_replacement":
+            # Declining a replacement after a loss report leaves the card frozen, which is what the customer wants.
+            turn.dispatcher.utter_message(response="utter_anything_else")
+        else:
+            turn.dispatcher.utter_message(response="utter_cancelled")
+        return [*events, *clear_transfer_slots(), *clear_pending()]

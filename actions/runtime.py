@@ -1,0 +1,165 @@
+"""What every action shares: settings, the database, the signed-in customer, and error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session, sessionmaker
+
+from bankcore.database import make_engine, make_session_factory, unit_of_work
+from bankcore.errors import BankError
+from bankcore.logging_setup import configure_logging
+from bankcore.money import format_amount
+from bankcore.settings import Settings
+
+logger = logging.getLogger("actions")
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    current = Settings.from_env()
+    configure_logging(current, "actions")
+    return current
+
+
+@lru_cache(maxsize=1)
+def session_factory() -> sessionmaker[Session]:
+    return make_session_factory(make_engine(settings().database_url))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def customer_id_of(tracker: Tracker) -> str | None:
+    """The customer the gateway authenticated; the action server trusts nothing else (not slots, not text)."""
+    metadata = tracker.latest_message.get("metadata") or {}
+    customer_id = metadata.get("customer_id")
+    if isinstance(customer_id, str) and customer_id:
+        return customer_id
+    # Actions that run right after the session starts see the metadata on the session_started event.
+    for event in reversed(tracker.events):
+        if event.get("event") in {"user", "session_started"}:
+            metadata = event.get("metadata") or {}
+            if isinstance(metadata.get("customer_id"), str) and metadata["customer_id"]:
+                return str(metadata["customer_id"])
+    return None
+
+
+def channel_of(tracker: Tracker) -> str:
+    metadata = tracker.latest_message.get("metadata") or {}
+    return str(metadata.get("channel") or "unknown")
+
+
+def _readable(value: Any) -> str:
+    """Amounts in details are shown the way customers read money (50,000.00)."""
+    text = str(value)
+    try:
+        return format_amount(Decimal(text)) if re.fullmatch(r"-?\d+(\.\d+)?", text) else text
+    except InvalidOperation:
+        return text
+
+
+def utter_bank_error(dispatcher: CollectingDispatcher, error: BankError, **extra: Any) -> None:
+    """Tell the customer what went wrong in the words of the Rasa response the error names."""
+    details = {key: _readable(value) for key, value in {**error.details, **extra}.items()}
+    dispatcher.utter_message(response=error.message_key, **details)
+
+
+@dataclass
+class Turn:
+    """One action run against the bank: a unit of work for the signed-in customer."""
+
+    session: Session
+    settings: Settings
+    customer_id: str
+    now: datetime
+    tracker: Tracker
+    dispatcher: CollectingDispatcher
+
+    def slot(self, name: str) -> Any:
+        return self.tracker.get_slot(name)
+
+    def entity(self, name: str) -> str | None:
+        value = next(self.tracker.get_latest_entity_values(name), None)
+        return None if value is None else str(value)
+
+    @property
+    def text(self) -> str:
+        return str(self.tracker.latest_message.get("text") or "")
+
+    @property
+    def channel(self) -> str:
+        return channel_of(self.tracker)
+
+
+class BankAction(Action):
+    """An action that works on the signed-in customer's bank in one database transaction.
+
+    Subclasses implement `act`; a `BankError` becomes the reply its message key names and `on_bank_error`'s
+    events, anything else a polite service error (and a log line), never a stack trace to the customer.
+    """
+
+    action_name = ""
+
+    def name(self) -> str:
+        return self.action_name
+
+    def act(self, turn: Turn) -> list[EventType]:
+        raise NotImplementedError
+
+    def on_bank_error(self, turn_dispatcher: CollectingDispatcher, error: BankError) -> list[EventType]:
+        utter_bank_error(turn_dispatcher, error)
+        return []
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        customer_id = customer_id_of(tracker)
+        if customer_id is None:
+            dispatcher.utter_message(response="utter_not_signed_in")
+            return []
+        return await run_in_bank(
+            self.name(), customer_id, tracker, dispatcher, domain, self.act, self.on_bank_error
+        )
+
+
+async def run_in_bank(
+    action_name: str,
+    customer_id: str,
+    tracker: Tracker,
+    dispatcher: CollectingDispatcher,
+    domain: dict[str, Any],
+    work: Callable[[Turn], list[EventType]],
+    on_bank_error: Callable[[CollectingDispatcher, BankError], list[EventType]],
+) -> list[EventType]:
+    """Run `work` off the event loop in one unit of work; map failures to replies."""
+
+    def in_transaction() -> list[EventType]:
+        with unit_of_work(session_factory()) as session:
+            turn = Turn(session, settings(), customer_id, utc_now(), tracker, dispatcher)
+            return work(turn)
+
+    try:
+        return await asyncio.to_thread(in_transaction)
+    except BankError as error:
+        logger.info("bank error in %s: %s", action_name, error.code)
+        if error.message_key not in (domain.get("responses") or {}):
+            logger.warning("no response %s for bank error %s", error.message_key, error.code)
+            error.message_key = "utter_error_generic"
+        return on_bank_error(dispatcher, error)
+    except Exception:
+        logger.exception("action %s failed", action_name)
+        dispatcher.utter_message(response="utter_service_error")
+        return []

@@ -1,0 +1,1 @@
+"""The bankbot command line: setup, training, running, checks and benchmarks."""

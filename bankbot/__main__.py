@@ -1,0 +1,7 @@
+"""`python -m bankbot` is the bankbot command."""
+
+import sys
+
+from bankbot.cli import main
+
+sys.exit(main())

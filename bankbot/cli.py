@@ -1,0 +1,208 @@
+"""The `bankbot` command: train, run, shell, NLU checks, the sandbox bank and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bankbot.layout import ProjectLayout, subprocess_env
+from bankcore.settings import Settings
+
+console = Console()
+
+
+def _open_bank(settings: Settings):  # type: ignore[no-untyped-def]
+    from bankcore.database import make_engine, make_session_factory, migrate
+
+    migrate(settings.database_url)
+    return make_session_factory(make_engine(settings.database_url))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bankbot.training import ensure_trained
+
+    path = ensure_trained(ProjectLayout(), force=args.force)
+    console.print(f"model: {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bankbot.stack import Stack
+    from bankbot.training import ensure_trained
+    from bankcore.database import unit_of_work
+    from bankcore.sandbox import seed_demo_if_empty
+
+    layout = ProjectLayout()
+    settings = Settings.from_env()
+    model = ensure_trained(layout)
+    factory = _open_bank(settings)
+    with unit_of_work(factory) as session:
+        seeded = seed_demo_if_empty(session)
+    if seeded:
+        console.print("sandbox bank seeded with the demo customers (C001-C004)")
+    env = {k: v for k, v in settings.extra.items()}
+    env.setdefault("BANKBOT_SECRET_KEY", settings.secret_key)
+    stack = Stack(layout, env, model)
+    console.print("starting Rasa (about a minute), the action server and the gateway...")
+    stack.start()
+    base = f"http://{settings.gateway_host}:{settings.gateway_port}"
+    console.print(f"[bold green]ready[/]: web chat at {base}/webchat/ (demo customers C001-C004)")
+    console.print("terminal chat: .venv/bin/bankbot shell --customer C001 · Ctrl-C stops everything")
+    try:
+        code = stack.wait()
+        console.print(f"[red]a service stopped (exit {code}); stopping the others[/]")
+        return code or 1
+    except KeyboardInterrupt:
+        console.print("stopping...")
+        return 0
+    finally:
+        stack.stop()
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from bankbot.shell import run_shell
+
+    settings = Settings.from_env()
+    gateway = args.gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
+    return run_shell(gateway, args.customer, console)
+
+
+def cmd_nlu_check(args: argparse.Namespace) -> int:
+    from bankbot.nlu_lint import lint_nlu, run_rasa_validate
+
+    layout = ProjectLayout()
+    issues = lint_nlu(layout.nlu_data, layout.domain)
+    for issue in issues:
+        colour = "red" if issue.level == "error" else "yellow"
+        console.print(f"[{colour}]{issue.level}[/] {issue.code}: {issue.message} ({issue.file})")
+    errors = sum(1 for issue in issues if issue.level == "error")
+    console.print(f"project lint: {errors} errors, {len(issues) - errors} warnings")
+    validate = run_rasa_validate(layout.root, layout.rasa_python)
+    return 1 if errors or validate else 0
+
+
+def cmd_nlu_bench(args: argparse.Namespace) -> int:
+    from bankbot.nlu_bench import bench_nlu
+
+    layout = ProjectLayout()
+    bench_nlu(layout.root, layout.rasa_python, Path(args.out))
+    return 0
+
+
+def cmd_turns_bench(args: argparse.Namespace) -> int:
+    from bankbot.turn_bench import bench_turns
+
+    return bench_turns(ProjectLayout(), turns=args.turns, console=console)
+
+
+def cmd_sandbox_load(args: argparse.Namespace) -> int:
+    from bankcore.database import unit_of_work
+    from bankcore.errors import SandboxFormatError
+    from bankcore.sandbox import load_sandbox
+
+    factory = _open_bank(Settings.from_env())
+    try:
+        document = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        with unit_of_work(factory) as session:
+            report = load_sandbox(session, document)
+    except (OSError, json.JSONDecodeError) as error:
+        console.print(f"[red]cannot read {args.file}: {error}[/]")
+        return 2
+    except SandboxFormatError as error:
+        console.print(f"[red]bad sandbox document: {error}[/]")
+        return 2
+    console.print(f"loaded: {report}")
+    return 0
+
+
+def cmd_sandbox_outbox(args: argparse.Namespace) -> int:
+    from bankcore.database import unit_of_work
+    from bankcore.sandbox import outbox
+
+    factory = _open_bank(Settings.from_env())
+    with unit_of_work(factory) as session:
+        messages = outbox(session, args.customer_id)
+    table = Table("sent at (UTC)", "phone", "text", title=f"SMS outbox of {args.customer_id}")
+    for message in messages:
+        table.add_row(f"{message.created_at:%Y-%m-%d %H:%M:%S}", message.phone, message.text)
+    console.print(table)
+    return 0
+
+
+def cmd_test_stories(args: argparse.Namespace) -> int:
+    from bankbot.training import ensure_trained
+
+    layout = ProjectLayout()
+    model = ensure_trained(layout)
+    command = [
+        str(layout.rasa_python), "-m", "rasa", "test", "core",
+        "--stories", str(layout.test_stories), "--model", str(model), "--out", str(layout.root / "results"),
+        "--fail-on-prediction-errors",
+    ]
+    return subprocess.run(command, cwd=layout.root, env=subprocess_env()).returncode
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    _open_bank(Settings.from_env())
+    console.print("database schema is up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bankbot", description="Mandarin remote-banking assistant")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the Rasa model if bot/ or nlu_data/ changed")
+    train.add_argument("--force", action="store_true", help="train even if a model for these inputs exists")
+    train.set_defaults(handler=cmd_train)
+
+    commands.add_parser("run", help="start Rasa, actions and gateway on this machine").set_defaults(handler=cmd_run)
+
+    shell = commands.add_parser("shell", help="chat in the terminal as a demo customer (needs `make run`)")
+    shell.add_argument("--customer", default="C001")
+    shell.add_argument("--gateway", default=None, help="gateway base URL (default from settings)")
+    shell.set_defaults(handler=cmd_shell)
+
+    nlu = commands.add_parser("nlu", help="NLU data tools").add_subparsers(dest="nlu_command", required=True)
+    nlu.add_parser("check", help="rasa data validate plus the project's lint").set_defaults(handler=cmd_nlu_check)
+
+    sandbox = commands.add_parser("sandbox", help="the sandbox core bank").add_subparsers(
+        dest="sandbox_command", required=True
+    )
+    load = sandbox.add_parser("load", help="load customers, accounts, cards... from a JSON file")
+    load.add_argument("file")
+    load.set_defaults(handler=cmd_sandbox_load)
+    box = sandbox.add_parser("outbox", help="the SMS a customer was sent (one-time codes)")
+    box.add_argument("customer_id")
+    box.set_defaults(handler=cmd_sandbox_outbox)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    nlu_bench = bench.add_parser("nlu", help="held-out NLU accuracy over 3 seeds, reports/ written")
+    nlu_bench.add_argument("--out", default="reports/nlu")
+    nlu_bench.set_defaults(handler=cmd_nlu_bench)
+    turns = bench.add_parser("turns", help="/model/parse and gateway turn latency, p50/p95")
+    turns.add_argument("--turns", type=int, default=500)
+    turns.set_defaults(handler=cmd_turns_bench)
+
+    test = commands.add_parser("test", help="tester tools").add_subparsers(dest="test_command", required=True)
+    test.add_parser("stories", help="rasa test core on bot/tests").set_defaults(handler=cmd_test_stories)
+
+    db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("migrate", help="apply the schema migrations").set_defaults(handler=cmd_db_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Where things are in the project checkout: the two environments, the Rasa project, the model folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bankcore.settings import PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    root: Path = PROJECT_ROOT
+
+    @property
+    def python(self) -> Path:
+        return self.root / ".venv" / "bin" / "python"
+
+    @property
+    def rasa_python(self) -> Path:
+        return self.root / ".venv-rasa" / "bin" / "python"
+
+    @property
+    def domain(self) -> Path:
+        return self.root / "bot" / "domain"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "bot" / "config.yml"
+
+    @property
+    def dialogue_data(self) -> Path:
+        return self.root / "bot" / "data"
+
+    @property
+    def test_stories(self) -> Path:
+        return self.root / "bot" / "tests"
+
+    @property
+    def nlu_data(self) -> Path:
+        return self.root / "nlu_data"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def cache(self) -> Path:
+        return Path(os.environ.get("BANKBOT_CACHE_DIR", str(Path.home() / ".cache" / "bankbot")))
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every child process gets: quiet Rasa, our code importable, plus `extra`."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "RASA_TELEMETRY_ENABLED": "false",
+            "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
+        }
+    )
+    env.update(extra or {})
+    return env

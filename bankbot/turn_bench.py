@@ -1,0 +1,125 @@
+"""Latency of /model/parse, of a text turn sent to Rasa directly, and of the same turn through the gateway."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bankbot.layout import ProjectLayout
+from bankbot.stack import Stack, free_port
+from bankbot.training import ensure_trained
+from bankcore.settings import Settings
+
+# One-shot requests that open no form, so every turn is comparable and the conversation never drifts.
+BENCH_TEXTS = [
+    "我的余额是多少",
+    "查一下最近的交易明细",
+    "美元汇率多少",
+    "三年定期利率是多少",
+    "我的定期什么时候到期",
+    "信用卡账单多少",
+    "你好",
+    "谢谢",
+]
+
+
+def _post(url: str, body: dict[str, Any], token: str | None = None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _timed(call: Any, turns: int) -> list[float]:
+    samples = []
+    for i in range(turns):
+        text = BENCH_TEXTS[i % len(BENCH_TEXTS)]
+        started = time.perf_counter()
+        call(text)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def bench_turns(layout: ProjectLayout, *, turns: int, console: Console) -> int:
+    from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
+    from bankcore.sandbox import seed_demo_if_empty
+
+    model = ensure_trained(layout)
+    with tempfile.TemporaryDirectory(prefix="bankbot-bench-") as tmp:
+        var_dir = Path(tmp)
+        env = {
+            "BANKBOT_VAR_DIR": str(var_dir),
+            "BANKBOT_DATABASE_URL": f"sqlite:///{var_dir / 'bank.db'}",
+            "BANKBOT_RASA_URL": f"http://127.0.0.1:{free_port()}",
+            "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
+            "BANKBOT_GATEWAY_PORT": str(free_port()),
+            "BANKBOT_SECRET_KEY": secrets.token_hex(32),
+            "BANKBOT_DEV_LOGIN": "1",
+            "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        settings = Settings.from_env(env)
+        migrate(settings.database_url)
+        with unit_of_work(make_session_factory(make_engine(settings.database_url))) as session:
+            seed_demo_if_empty(session)
+        stack = Stack(layout, env, model)
+        console.print("starting the stack...")
+        stack.start()
+        try:
+            gateway = f"http://127.0.0.1:{settings.gateway_port}"
+            token = _post(f"{gateway}/webchat/session", {"customer_id": "C001"})["token"]
+            parse_url = f"{settings.rasa_url}/model/parse?token={settings.rasa_token}"
+            rest_url = f"{settings.rasa_url}/webhooks/rest/webhook"
+            metadata = {"customer_id": "C001", "channel": "bench"}
+
+            def parse(text: str) -> None:
+                _post(parse_url, {"text": text})
+
+            def direct(text: str) -> None:
+                _post(rest_url, {"sender": "bench:C001", "message": text, "metadata": metadata})
+
+            def through_gateway(text: str) -> None:
+                _post(f"{gateway}/webchat/messages", {"text": text}, token)
+
+            _timed(direct, 20)  # warm-up: first turns load lazily
+            _timed(through_gateway, 20)
+            results = {
+                "/model/parse": _timed(parse, turns),
+                "turn via Rasa REST (direct)": _timed(direct, turns),
+                "turn via gateway (web chat)": _timed(through_gateway, turns),
+            }
+        finally:
+            stack.stop()
+    table = Table("measure", "n", "p50 ms", "p95 ms", "mean ms", title=f"turn latency ({turns} turns each)")
+    summary: dict[str, dict[str, float]] = {}
+    for name, samples in results.items():
+        row = {
+            "p50": statistics.median(samples),
+            "p95": _percentile(samples, 0.95),
+            "mean": statistics.fmean(samples),
+        }
+        summary[name] = row
+        table.add_row(name, str(len(samples)), f"{row['p50']:.1f}", f"{row['p95']:.1f}", f"{row['mean']:.1f}")
+    console.print(table)
+    overhead = summary["turn via gateway (web chat)"]["p95"] - summary["turn via Rasa REST (direct)"]["p95"]
+    ratio = summary["turn via gateway (web chat)"]["p95"] / summary["turn via Rasa REST (direct)"]["p95"]
+    console.print(f"gateway overhead at p95: {overhead:+.1f} ms (ratio {ratio:.3f}); budget +10 ms")
+    out = layout.root / "reports"
+    out.mkdir(exist_ok=True)
+    (out / "bench-turns.json").write_text(json.dumps({"turns": turns, "results": summary, "overhead_p95_ms": overhead}, indent=2))
+    return 0 if overhead <= 10 else 1

@@ -1,0 +1,1 @@
+"""Shared core: settings, database, customers and identities, the sandbox core-banking ledger."""

@@ -1,0 +1,442 @@
+"""Typed SQLAlchemy models of the shared database: customers, identities and the sandbox core bank."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+UTC = dt.UTC
+CENT = Decimal("0.01")
+
+# Internal accounts of the bank (customer_id NULL, kind 'internal'); created by the initial migration.
+OPENING_ACCOUNT_ID = "INT-OPENING"
+CLEARING_ACCOUNT_ID = "INT-CLEARING"
+CARD_SETTLEMENT_ACCOUNT_ID = "INT-CARD-SETTLEMENT"
+LOAN_SERVICING_ACCOUNT_ID = "INT-LOAN-SERVICING"
+INTERNAL_ACCOUNTS = {
+    OPENING_ACCOUNT_ID: "Opening balances",
+    CLEARING_ACCOUNT_ID: "Clearing for external payees",
+    CARD_SETTLEMENT_ACCOUNT_ID: "Card settlement",
+    LOAN_SERVICING_ACCOUNT_ID: "Loan servicing",
+}
+
+
+class _ScaledDecimal(TypeDecorator[Decimal]):
+    """Exact decimals with a fixed scale.
+
+    SQLite has no decimal type: there the value travels as a float (exact for 2-decimal amounts below
+    10^13) and is rebuilt from its shortest repr, which avoids SQLAlchemy's lossy-Decimal warning.
+    """
+
+    impl = Numeric
+    cache_ok = True
+    precision = 18
+    scale = 2
+
+    def __init__(self) -> None:
+        super().__init__(self.precision, self.scale)
+        self._quantum = Decimal(1).scaleb(-self.scale)
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=False))
+        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            raise TypeError("money and rates must be Decimal, not float")
+        quantised = Decimal(value).quantize(self._quantum)
+        return float(quantised) if dialect.name == "sqlite" else quantised
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(str(value)).quantize(self._quantum)
+
+
+class Money(_ScaledDecimal):
+    cache_ok = True
+    precision = 18
+    scale = 2
+
+
+class Rate(_ScaledDecimal):
+    """Interest rates in percent and exchange rates per 100 units of foreign currency."""
+
+    cache_ok = True
+    precision = 12
+    scale = 4
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC in and out; SQLite stores naive UTC text, so tzinfo is put back on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError(f"timestamps must be timezone-aware datetimes, got {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    surname: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(8))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    # NULL means the bank-wide limit from settings applies.
+    single_transfer_limit: Mapped[Decimal | None] = mapped_column(Money())
+    daily_transfer_limit: Mapped[Decimal | None] = mapped_column(Money())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class ChannelIdentity(Base):
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # debit | credit | internal
+    name: Mapped[str] = mapped_column(String(64))
+    last4: Mapped[str | None] = mapped_column(String(4))
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    # Signed from the holder's side: a credit account owing 8,650.00 has balance -8,650.00.
+    balance: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
+    credit_limit: Mapped[Decimal | None] = mapped_column(Money())
+    statement_balance: Mapped[Decimal | None] = mapped_column(Money())
+    minimum_payment: Mapped[Decimal | None] = mapped_column(Money())
+    statement_date: Mapped[dt.date | None] = mapped_column(Date)
+    statement_due_date: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | frozen | closed
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class Card(Base):
+    __tablename__ = "cards"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    last4: Mapped[str] = mapped_column(String(4))
+    kind: Mapped[str] = mapped_column(String(16))  # debit | credit
+    status: Mapped[str] = mapped_column(String(16))  # active | inactive | frozen | lost | replaced
+    expiry: Mapped[dt.date] = mapped_column(Date)
+    replaces_card_id: Mapped[str | None] = mapped_column(String(32))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Payee(Base):
+    __tablename__ = "payees"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    bank_name: Mapped[str] = mapped_column(String(64))
+    account_last4: Mapped[str | None] = mapped_column(String(4))
+    # Set when the payee banks with us: the money lands on that account inside our ledger.
+    internal_account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
+    external_status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | closed | invalid
+
+
+class Journal(Base):
+    __tablename__ = "journal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    kind: Mapped[str] = mapped_column(String(32))  # opening | adjustment | history | transfer | ...
+    description: Mapped[str] = mapped_column(String(200))
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_entries_account_created", "account_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    journal_id: Mapped[int] = mapped_column(ForeignKey("journal.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[Decimal] = mapped_column(Money())  # signed: + credit to the holder, - debit
+    balance_after: Mapped[Decimal] = mapped_column(Money())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    description: Mapped[str] = mapped_column(String(200))
+    counterparty: Mapped[str | None] = mapped_column(String(100))
+
+
+class Transfer(Base):
+    __tablename__ = "transfers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    source_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    payee_id: Mapped[str] = mapped_column(ForeignKey("payees.id"))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    channel: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # pending_confirmation | awaiting_verification | authorized | completed | failed | cancelled
+    # ('executing' exists only inside the executing transaction, never committed)
+    status: Mapped[str] = mapped_column(String(32))
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    authorized_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    executed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    journal_id: Mapped[int | None] = mapped_column(ForeignKey("journal.id"))
+
+
+class VerificationChallenge(Base):
+    __tablename__ = "verification_challenges"
+    __table_args__ = (Index("ix_verification_challenges_customer_subject", "customer_id", "subject_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    code_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | verified | failed | expired | consumed
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class CardRepayment(Base):
+    __tablename__ = "card_repayments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    credit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    source_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    mode: Mapped[str] = mapped_column(String(16))  # full | minimum | amount
+    amount: Mapped[Decimal] = mapped_column(Money())
+    channel: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(32))  # pending_confirmation | completed | failed | cancelled
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    executed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    journal_id: Mapped[int | None] = mapped_column(ForeignKey("journal.id"))
+
+
+class Loan(Base):
+    __tablename__ = "loans"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    product: Mapped[str] = mapped_column(String(32))  # mortgage | consumer | car | business
+    name: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[Decimal] = mapped_column(Money())
+    outstanding: Mapped[Decimal] = mapped_column(Money())
+    rate: Mapped[Decimal] = mapped_column(Rate())  # yearly, percent
+    repayment_account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | closed
+
+
+class LoanInstalment(Base):
+    __tablename__ = "loan_instalments"
+    __table_args__ = (UniqueConstraint("loan_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    loan_id: Mapped[str] = mapped_column(ForeignKey("loans.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    principal_part: Mapped[Decimal] = mapped_column(Money())
+    interest_part: Mapped[Decimal] = mapped_column(Money())
+    status: Mapped[str] = mapped_column(String(16), default="due")  # due | paid
+    paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class LoanRepayment(Base):
+    __tablename__ = "loan_repayments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    loan_id: Mapped[str] = mapped_column(ForeignKey("loans.id"))
+    instalment_seq: Mapped[int | None] = mapped_column(Integer)
+    source_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    channel: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # completed | failed
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    journal_id: Mapped[int | None] = mapped_column(ForeignKey("journal.id"))
+
+
+class Deposit(Base):
+    __tablename__ = "deposits"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    product: Mapped[str] = mapped_column(String(32))  # fixed | large_cd | notice
+    name: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    rate: Mapped[Decimal] = mapped_column(Rate())
+    term_months: Mapped[int] = mapped_column(Integer)
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    maturity_date: Mapped[dt.date] = mapped_column(Date)
+    auto_renew: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | matured | closed
+
+
+class Branch(Base):
+    __tablename__ = "branches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    city: Mapped[str] = mapped_column(String(32))
+    district: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(200))
+    hours: Mapped[str] = mapped_column(String(100))
+    phone: Mapped[str] = mapped_column(String(32))
+    services: Mapped[str] = mapped_column(String(200), default="")
+
+
+class InterestRate(Base):
+    __tablename__ = "interest_rates"
+    __table_args__ = (UniqueConstraint("product", "term_months"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(32))  # deposit_demand | deposit_fixed | large_cd | loan_*
+    product_name: Mapped[str] = mapped_column(String(64))
+    term_months: Mapped[int | None] = mapped_column(Integer)  # NULL: no term (demand deposits)
+    rate: Mapped[Decimal] = mapped_column(Rate())  # yearly, percent
+    effective_date: Mapped[dt.date] = mapped_column(Date)
+
+
+class ExchangeRate(Base):
+    __tablename__ = "exchange_rates"
+
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    # CNY per 100 units of the foreign currency, as Chinese banks quote them.
+    buy: Mapped[Decimal] = mapped_column(Rate())
+    sell: Mapped[Decimal] = mapped_column(Rate())
+    as_of: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SmsOutbox(Base):
+    __tablename__ = "sms_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class OptOut(Base):
+    __tablename__ = "opt_outs"
+    __table_args__ = (UniqueConstraint("customer_id", "topic", "channel"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    topic: Mapped[str] = mapped_column(String(32))  # marketing | reminders | calls | all
+    channel: Mapped[str] = mapped_column(String(32))  # sms | wecom | miniprogram | ivr | app | all
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class Complaint(Base):
+    __tablename__ = "complaints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class Handoff(Base):
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(16))  # normal | high
+    channel: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | assigned | closed
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class FraudReport(Base):
+    __tablename__ = "fraud_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    frozen_card_ids: Mapped[str] = mapped_column(String(400), default="")  # comma-separated
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)

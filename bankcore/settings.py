@@ -1,0 +1,78 @@
+"""One settings object built from BANKBOT_* environment variables, with safe defaults for a laptop."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _secret_from_file(path: Path) -> str:
+    """A laptop default: a random key kept under var/ so every local process shares it."""
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    redis_url: str | None
+    rasa_url: str
+    rasa_token: str = field(repr=False)
+    action_url: str
+    gateway_host: str
+    gateway_port: int
+    secret_key: str = field(repr=False)
+    dev_login: bool
+    max_message_chars: int
+    max_body_bytes: int
+    otp_ttl_seconds: int
+    otp_max_attempts: int
+    transfer_single_limit: Decimal
+    transfer_daily_limit: Decimal
+    webchat_token_ttl_seconds: int
+    log_dir: Path
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        var_dir = Path(env.get("BANKBOT_VAR_DIR", str(PROJECT_ROOT / "var"))).resolve()
+        secret = env.get("BANKBOT_SECRET_KEY") or _secret_from_file(var_dir / "secret.key")
+        return cls(
+            var_dir=var_dir,
+            database_url=env.get("BANKBOT_DATABASE_URL", f"sqlite:///{var_dir / 'bankbot.db'}"),
+            redis_url=env.get("BANKBOT_REDIS_URL") or None,
+            rasa_url=env.get("BANKBOT_RASA_URL", "http://127.0.0.1:5005").rstrip("/"),
+            rasa_token=env.get("BANKBOT_RASA_TOKEN", "") or secret[:32],
+            action_url=env.get("BANKBOT_ACTION_URL", "http://127.0.0.1:5055/webhook"),
+            gateway_host=env.get("BANKBOT_GATEWAY_HOST", "127.0.0.1"),
+            gateway_port=int(env.get("BANKBOT_GATEWAY_PORT", "8080")),
+            secret_key=secret,
+            dev_login=_flag(env.get("BANKBOT_DEV_LOGIN")),
+            max_message_chars=int(env.get("BANKBOT_MAX_MESSAGE_CHARS", "500")),
+            max_body_bytes=int(env.get("BANKBOT_MAX_BODY_BYTES", str(64 * 1024))),
+            otp_ttl_seconds=int(env.get("BANKBOT_OTP_TTL_SECONDS", "300")),
+            otp_max_attempts=int(env.get("BANKBOT_OTP_MAX_ATTEMPTS", "3")),
+            transfer_single_limit=Decimal(env.get("BANKBOT_TRANSFER_SINGLE_LIMIT", "50000")),
+            transfer_daily_limit=Decimal(env.get("BANKBOT_TRANSFER_DAILY_LIMIT", "200000")),
+            webchat_token_ttl_seconds=int(env.get("BANKBOT_WEBCHAT_TOKEN_TTL_SECONDS", "3600")),
+            log_dir=Path(env.get("BANKBOT_LOG_DIR", str(var_dir / "log"))).resolve(),
+            extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
+        )

@@ -1,0 +1,1 @@
+"""Channel gateway (aiohttp): one adapter per channel, all talking to Rasa through one client."""

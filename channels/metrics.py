@@ -1,0 +1,41 @@
+"""Prometheus metrics of the gateway, in a registry owned by one application (tests build many apps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# Rasa REST turns take 30-95 ms on this kind of machine; resolve that range finely, then seconds.
+_RASA_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    registry: CollectorRegistry
+    turns: Counter
+    rasa_latency: Histogram
+
+    @classmethod
+    def create(cls) -> GatewayMetrics:
+        registry = CollectorRegistry(auto_describe=True)
+        turns = Counter(
+            "bankbot_gateway_turns",
+            "Customer turns handled by the gateway, by channel and outcome.",
+            ("channel", "outcome"),
+            registry=registry,
+        )
+        rasa_latency = Histogram(
+            "bankbot_gateway_rasa_request_seconds",
+            "Time spent waiting for the Rasa server, by endpoint and outcome.",
+            ("endpoint", "outcome"),
+            buckets=_RASA_BUCKETS,
+            registry=registry,
+        )
+        return cls(registry=registry, turns=turns, rasa_latency=rasa_latency)
+
+    def observe_rasa(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self.rasa_latency.labels(endpoint=endpoint, outcome=outcome).observe(seconds)
+
+    def count_turn(self, channel: str, outcome: str) -> None:
+        self.turns.labels(channel=channel, outcome=outcome).inc()

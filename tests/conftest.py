@@ -1,0 +1,144 @@
+"""Fixtures shared by every suite: the real stack (Rasa, action server, gateway) on loopback."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from bankbot.layout import ProjectLayout
+from bankbot.stack import Stack, free_port
+from bankbot.training import ensure_trained
+from bankcore.settings import Settings
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `after_all` (the secrets scan) run last, over what every other test left behind."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "after_all: runs after every other test")
+
+
+@dataclass
+class LiveStack:
+    gateway_url: str
+    rasa_url: str
+    rasa_token: str
+    settings: Settings
+    db_session_factory: sessionmaker[Session]
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.log_dir
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
+    from bankcore.sandbox import seed_demo_if_empty
+
+    layout = ProjectLayout()
+    model = ensure_trained(layout, log=False)
+    var_dir = tmp_path_factory.mktemp("stack-var")
+    env = {
+        "BANKBOT_VAR_DIR": str(var_dir),
+        "BANKBOT_DATABASE_URL": f"sqlite:///{var_dir / 'bank.db'}",
+        "BANKBOT_RASA_URL": f"http://127.0.0.1:{free_port()}",
+        "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
+        "BANKBOT_GATEWAY_HOST": "127.0.0.1",
+        "BANKBOT_GATEWAY_PORT": str(free_port()),
+        "BANKBOT_SECRET_KEY": secrets.token_hex(32),
+        "BANKBOT_DEV_LOGIN": "1",
+        "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
+    }
+    settings = Settings.from_env(env)
+    migrate(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with unit_of_work(factory) as session:
+        seed_demo_if_empty(session)
+    stack = Stack(layout, env, model)
+    stack.start()
+    try:
+        yield LiveStack(
+            gateway_url=f"http://127.0.0.1:{settings.gateway_port}",
+            rasa_url=settings.rasa_url,
+            rasa_token=settings.rasa_token,
+            settings=settings,
+            db_session_factory=factory,
+        )
+    finally:
+        stack.stop()
+
+
+class ChatClient:
+    """A customer on the web chat: the gateway's public API, as the H5 page uses it."""
+
+    def __init__(self, stack: LiveStack, customer_id: str) -> None:
+        self.stack = stack
+        self.customer_id = customer_id
+        self.token = str(self._post("/webchat/session", {"customer_id": customer_id})[1]["token"])
+        self.restart()
+
+    def _post(self, path: str, body: dict[str, Any], token: str | None = None) -> tuple[int, dict[str, Any]]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            self.stack.gateway_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def restart(self) -> None:
+        """A fresh conversation (Rasa's restart event), so tests don't inherit each other's forms."""
+        url = (
+            f"{self.stack.rasa_url}/conversations/webchat:{self.customer_id}/tracker/events"
+            f"?token={self.stack.rasa_token}"
+        )
+        request = urllib.request.Request(
+            url, data=json.dumps({"event": "restart"}).encode(), headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+
+    def send(self, text: str) -> list[dict[str, Any]]:
+        status, body = self._post("/webchat/messages", {"text": text}, self.token)
+        assert status == 200, (status, body)
+        return list(body["messages"])
+
+    def say(self, text: str) -> str:
+        """Send and return all reply texts joined, for assertions on what the customer reads."""
+        return "\n".join(str(m.get("text") or "") for m in self.send(text))
+
+    def latest_code(self) -> str:
+        from bankcore.database import unit_of_work
+        from bankcore.sandbox import outbox
+
+        with unit_of_work(self.stack.db_session_factory) as session:
+            messages = outbox(session, self.customer_id)
+        import re
+
+        match = re.search(r"\d{6}", messages[0].text)
+        assert match, messages[0].text
+        return match.group(0)
+
+
+@pytest.fixture
+def chat(live_stack: LiveStack):  # type: ignore[no-untyped-def]
+    def open_chat(customer_id: str) -> ChatClient:
+        return ChatClient(live_stack, customer_id)
+
+    return open_chat
