@@ -62,7 +62,7 @@ class ActionCheckBalance(BankAction):
 
 
 def _requested_count(text: str) -> int:
-    """"最近十笔" / "最近10条" → 10; otherwise the default."""
+    """ "最近十笔" / "最近10条" → 10; otherwise the default."""
     match = re.search(r"([0-9０-９]+|[一二两三四五六七八九十]+)\s*(笔|条|次)", text)
     if not match:
         return _HISTORY_DEFAULT_COUNT
@@ -97,8 +97,12 @@ class ActionTransactionHistory(BankAction):
             since = _local_midnight(date_range.start, zone)
             until = _local_midnight(date_range.end, zone)
             entries = history.recent_entries(
-                turn.session, turn.customer_id, account_id=account_id, limit=_HISTORY_MAX_COUNT,
-                since=since, until=until,
+                turn.session,
+                turn.customer_id,
+                account_id=account_id,
+                limit=_HISTORY_MAX_COUNT,
+                since=since,
+                until=until,
             )
         if not entries:
             turn.dispatcher.utter_message(text=messages.HISTORY_EMPTY.format(scope=scope))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
 
 from actions.cards import confirm_activation, confirm_replacement
 from actions.credit_and_loans import confirm_card_repayment, confirm_loan_repayment
 from actions.runtime import BankAction, Turn
 from actions.transfers import cancel_transfer, clear_pending, clear_transfer_slots, request_transfer_code
+from bankcore.errors import BankError
 
 _CONFIRMERS: dict[str, Callable[[Turn, str], None]] = {
     "card_repayment": confirm_card_repayment,
@@ -17,6 +20,19 @@ _CONFIRMERS: dict[str, Callable[[Turn, str], None]] = {
     "card_replacement": confirm_replacement,
     "card_activation": confirm_activation,
 }
+
+
+def read_back_in_last_reply(events: list[dict[str, Any]]) -> bool:
+    """Whether the assistant's reply just before the customer's latest message set something to confirm."""
+    users_seen = 0
+    for event in reversed(events):
+        if event.get("event") == "user":
+            users_seen += 1
+            if users_seen == 2:
+                return False
+        elif users_seen == 1 and event.get("event") == "slot" and event.get("name") == "pending_confirmation":
+            return event.get("value") is not None
+    return False
 
 
 class ActionConfirmPending(BankAction):
@@ -28,6 +44,11 @@ class ActionConfirmPending(BankAction):
         if not pending or not subject:
             turn.dispatcher.utter_message(response="utter_nothing_to_confirm")
             return []
+        if not turn.slot("awaiting_code") and not read_back_in_last_reply(turn.tracker.events):
+            # A "好的" several turns after a read-back (the customer asked something else meanwhile) must not
+            # move money: the offer lapses and the customer starts the request again.
+            turn.dispatcher.utter_message(response="utter_nothing_to_confirm")
+            return clear_pending()
         if pending == "transfer":
             if turn.slot("awaiting_code"):
                 # Confirming again while the code is outstanding sends nothing new: the code is what's missing.
@@ -37,8 +58,8 @@ class ActionConfirmPending(BankAction):
         _CONFIRMERS[str(pending)](turn, str(subject))
         return clear_pending()
 
-    def on_bank_error(self, dispatcher, error):  # type: ignore[no-untyped-def]
-        events = super().on_bank_error(dispatcher, error)
+    def on_bank_error(self, turn_dispatcher: CollectingDispatcher, error: BankError) -> list[EventType]:
+        events = super().on_bank_error(turn_dispatcher, error)
         return [*events, *clear_pending()]
 
 

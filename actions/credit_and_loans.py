@@ -101,8 +101,14 @@ class ActionCreditCardRepay(BankAction):
             turn.dispatcher.utter_message(text=messages.NO_ACCOUNTS)
             return []
         repayment = credit_cards.prepare_repayment(
-            turn.session, turn.customer_id, mode=mode, amount=amount, source_account_id=source.id,
-            last4=statement.card_last4, channel=turn.channel, now=turn.now,
+            turn.session,
+            turn.customer_id,
+            mode=mode,
+            amount=amount,
+            source_account_id=source.id,
+            last4=statement.card_last4,
+            channel=turn.channel,
+            now=turn.now,
         )
         turn.dispatcher.utter_message(
             response="utter_card_repayment_readback",
@@ -142,17 +148,14 @@ class ActionLoanRepayment(BankAction):
             )
             for loan in found
         ]
+        # Whether the customer asked what is due or asked to pay it, the answer is the schedule and an offer
+        # to pay the next instalment now; nothing moves until they confirm the read-back ("不用" declines).
+        turn.dispatcher.utter_message(text="\n".join(lines))
         due = [loan for loan in found if loan.next_amount]
-        wants_to_pay = any(word in turn.text for word in ("还款", "还贷", "还钱", "还上", "帮我还", "提前还"))
-        if not due or not wants_to_pay:
-            turn.dispatcher.utter_message(text="\n".join(lines))
+        source = _default_source(turn)
+        if not due or source is None:
             return []
         loan = due[0]
-        source = _default_source(turn)
-        if source is None:
-            turn.dispatcher.utter_message(text="\n".join(lines))
-            return []
-        turn.dispatcher.utter_message(text="\n".join(lines))
         turn.dispatcher.utter_message(
             response="utter_loan_repayment_readback",
             source_name=source.name,
@@ -168,8 +171,13 @@ def confirm_loan_repayment(turn: Turn, subject: str) -> None:
     # The idempotency key was minted at the read-back: confirming twice repays once.
     loan_id, source_id, idempotency_key = subject.split("|")
     done = loans.repay_instalment(
-        turn.session, turn.customer_id, loan_id, source_account_id=source_id,
-        idempotency_key=idempotency_key, channel=turn.channel, now=turn.now,
+        turn.session,
+        turn.customer_id,
+        loan_id,
+        source_account_id=source_id,
+        idempotency_key=idempotency_key,
+        channel=turn.channel,
+        now=turn.now,
     )
     if done.status != "completed":
         turn.dispatcher.utter_message(response=f"utter_error_{done.failure_reason or 'generic'}")

@@ -146,12 +146,18 @@ def _term_label(months: int | None) -> str:
     return messages.TERM_MONTHS.format(months=months)
 
 
+def not_understood(parse_data: dict[str, Any]) -> bool:
+    """A message we could not act on: low confidence, or an "answer" outside any question that carries nothing."""
+    intent = (parse_data.get("intent") or {}).get("name")
+    return intent == "nlu_fallback" or (intent == "inform" and not parse_data.get("entities"))
+
+
 def _consecutive_fallbacks(tracker: Tracker) -> int:
     count = 0
     for event in reversed(tracker.events):
         if event.get("event") != "user":
             continue
-        if (event.get("parse_data") or {}).get("intent", {}).get("name") != "nlu_fallback":
+        if not not_understood(event.get("parse_data") or {}):
             break
         count += 1
     return count
@@ -163,15 +169,14 @@ class ActionOfferTopGuesses(Action):
     def name(self) -> str:
         return "action_offer_top_guesses"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
-    ) -> list[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         if _consecutive_fallbacks(tracker) >= 2:
             dispatcher.utter_message(response="utter_fallback_handoff")
             return [FollowupAction("action_human_handoff")]
         ranking = tracker.latest_message.get("intent_ranking") or []
-        guesses = [r["name"] for r in ranking if r.get("name") in messages.INTENT_LABELS
-                   and r.get("name") not in _NOT_A_GUESS][:_GUESSES]
+        guesses = [
+            r["name"] for r in ranking if r.get("name") in messages.INTENT_LABELS and r.get("name") not in _NOT_A_GUESS
+        ][:_GUESSES]
         buttons = [{"title": messages.INTENT_LABELS[name], "payload": f"/{name}"} for name in guesses]
         buttons.append({"title": messages.FALLBACK_OTHER, "payload": "/human_handoff"})
         dispatcher.utter_message(response="utter_fallback_choices", buttons=buttons)
@@ -184,9 +189,7 @@ class ActionRouteInform(Action):
     def name(self) -> str:
         return "action_route_inform"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
-    ) -> list[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         entities = {e.get("entity") for e in tracker.latest_message.get("entities") or []}
         if entities & {"payee", "amount"}:
             return [FollowupAction("transfer_form")]
@@ -197,5 +200,5 @@ class ActionRouteInform(Action):
         if "card_last4" in entities:
             dispatcher.utter_message(response="utter_ask_rephrase")
             return []
-        dispatcher.utter_message(response="utter_ask_rephrase")
-        return []
+        # Nothing to route ("嗯那个就是…"): treat it like low confidence and offer the likeliest requests.
+        return [FollowupAction("action_offer_top_guesses")]

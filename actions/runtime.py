@@ -77,6 +77,46 @@ def utter_bank_error(dispatcher: CollectingDispatcher, error: BankError, **extra
     dispatcher.utter_message(response=error.message_key, **details)
 
 
+def entity_values(tracker: Tracker, name: str, *, with_pieces: bool = False) -> list[str]:
+    """The values of entity `name` in the latest message, pieces that touch in the text joined into one.
+
+    The tokenizer may cut a spoken amount ("两千五") into two tokens that the model tags as two adjacent
+    entities; they are one amount. A lone entity keeps its (synonym-mapped) value. `with_pieces` also lists
+    each joined piece on its own, after the joined values (a name the model cut short, "李华" + "转").
+    """
+    message = tracker.latest_message or {}
+    text = str(message.get("text") or "")
+    found = [e for e in message.get("entities") or [] if e.get("entity") == name]
+    spans = sorted(
+        (e for e in found if isinstance(e.get("start"), int) and isinstance(e.get("end"), int)),
+        key=lambda e: (e["start"], e["end"]),
+    )
+    groups: list[list[dict[str, Any]]] = []
+    for entity in spans:
+        if groups and entity["start"] <= groups[-1][-1]["end"]:
+            groups[-1].append(entity)
+        else:
+            groups.append([entity])
+    values: list[str] = []
+    for group in groups:
+        if len(group) == 1:
+            value = str(group[0].get("value") if group[0].get("value") is not None else "")
+        else:
+            value = text[group[0]["start"] : max(e["end"] for e in group)]
+        if value and value not in values:
+            values.append(value)
+    if with_pieces:
+        for group in groups:
+            for entity in group if len(group) > 1 else []:
+                piece = str(entity.get("value") or "")
+                if piece and piece not in values:
+                    values.append(piece)
+    for entity in found:
+        if entity not in spans and entity.get("value") is not None and str(entity["value"]) not in values:
+            values.append(str(entity["value"]))
+    return values
+
+
 @dataclass
 class Turn:
     """One action run against the bank: a unit of work for the signed-in customer."""
@@ -92,8 +132,8 @@ class Turn:
         return self.tracker.get_slot(name)
 
     def entity(self, name: str) -> str | None:
-        value = next(self.tracker.get_latest_entity_values(name), None)
-        return None if value is None else str(value)
+        values = entity_values(self.tracker, name)
+        return values[0] if values else None
 
     @property
     def text(self) -> str:
@@ -123,16 +163,12 @@ class BankAction(Action):
         utter_bank_error(turn_dispatcher, error)
         return []
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
-    ) -> list[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         customer_id = customer_id_of(tracker)
         if customer_id is None:
             dispatcher.utter_message(response="utter_not_signed_in")
             return []
-        return await run_in_bank(
-            self.name(), customer_id, tracker, dispatcher, domain, self.act, self.on_bank_error
-        )
+        return await run_in_bank(self.name(), customer_id, tracker, dispatcher, domain, self.act, self.on_bank_error)
 
 
 async def run_in_bank(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,11 +13,13 @@ from rasa_sdk.forms import FormValidationAction
 from sqlalchemy.orm import Session
 
 from actions import messages
-from actions.runtime import BankAction, Turn, customer_id_of, run_in_bank, utter_bank_error
+from actions.runtime import BankAction, Turn, customer_id_of, entity_values, run_in_bank, utter_bank_error
 from bankcore import accounts, customers, transfers
 from bankcore.errors import BankError
 from bankcore.money import AmountError, format_amount, parse_amount
 
+# A minus sign or 负 right before a number, in either width or script.
+_NEGATIVE_NUMBER = re.compile(r"(?:负|[-－−])\s*(?=[0-9０-９零〇一二两三四五六七八九十百千万])")
 TRANSFER_SLOTS = ("payee", "amount", "source_account")
 # Errors that mean "ask for this slot again" rather than "give up on the transfer".
 _SLOT_OF_ERROR = {
@@ -43,6 +46,23 @@ def _known_payee_names(session: Session, customer_id: str) -> str:
 
 def _debit_accounts(session: Session, customer_id: str) -> list[accounts.AccountView]:
     return [a for a in accounts.list_accounts(session, customer_id, kind="debit") if a.status == "active"]
+
+
+def _candidates(tracker: Tracker, entity: str, value: Any, *, with_pieces: bool = False) -> list[str]:
+    """What the customer said for a slot being validated, best reading first.
+
+    When the value came from the latest message's entities (a list when the model tagged pieces), the pieces
+    that touch are joined again; a value set otherwise (a button, an earlier turn) is taken as it is. An
+    empty value, a slot cleared by an action, yields nothing.
+    """
+    values = [str(v).strip() for v in (value if isinstance(value, list) else [value]) if v is not None]
+    values = [v for v in values if v]
+    if not values:
+        return []
+    raw = {str(e.get("value")) for e in tracker.latest_message.get("entities") or [] if e.get("entity") == entity}
+    if raw and set(values) <= raw:
+        return entity_values(tracker, entity, with_pieces=with_pieces)
+    return values
 
 
 class ValidateTransferForm(FormValidationAction):
@@ -84,10 +104,13 @@ class ValidateTransferForm(FormValidationAction):
     async def validate_payee(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
-        name = str(value or "").strip()
+        candidates = _candidates(tracker, "payee", value, with_pieces=True)
+        if not candidates:
+            return {"payee": None}
 
         def work(turn: Turn) -> list[EventType]:
-            payee = transfers.find_payee(turn.session, turn.customer_id, name)
+            found = (transfers.find_payee(turn.session, turn.customer_id, name) for name in candidates)
+            payee = next((p for p in found if p is not None), None)
             if payee is None:
                 turn.dispatcher.utter_message(
                     response="utter_error_unknown_payee",
@@ -101,8 +124,16 @@ class ValidateTransferForm(FormValidationAction):
     async def validate_amount(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
+        candidates = _candidates(tracker, "amount", value)
+        if not candidates:
+            return {"amount": None}
         try:
-            amount = parse_amount(str(value or ""))
+            if len(candidates) != 1:
+                raise AmountError("no single amount in the message")
+            if _NEGATIVE_NUMBER.search(str(tracker.latest_message.get("text") or "")):
+                # The model tags "五百" in "负五百"; the sign in front makes it no amount to send.
+                raise AmountError("negative amount")
+            amount = parse_amount(candidates[0])
         except AmountError:
             dispatcher.utter_message(response="utter_error_invalid_amount")
             return {"amount": None}
@@ -215,9 +246,7 @@ class ActionSubmitCode(BankAction):
         if turn.slot("pending_confirmation") != "transfer" or not transfer_id or not isinstance(digest, str):
             turn.dispatcher.utter_message(response="utter_code_not_expected")
             return []
-        result = transfers.authorize(
-            turn.session, turn.settings, turn.customer_id, str(transfer_id), digest, turn.now
-        )
+        result = transfers.authorize(turn.session, turn.settings, turn.customer_id, str(transfer_id), digest, turn.now)
         if result.outcome == "wrong":
             turn.dispatcher.utter_message(response="utter_code_wrong", attempts_left=str(result.attempts_left))
             return []
@@ -280,4 +309,3 @@ class ActionFailedTransferInquiry(BankAction):
             )
         turn.dispatcher.utter_message(text="\n".join(lines))
         return []
-

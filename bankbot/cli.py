@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 
 from bankbot.layout import ProjectLayout, subprocess_env
 from bankcore.settings import Settings
@@ -18,7 +19,7 @@ from bankcore.settings import Settings
 console = Console()
 
 
-def _open_bank(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_bank(settings: Settings) -> sessionmaker[Session]:
     from bankcore.database import make_engine, make_session_factory, migrate
 
     migrate(settings.database_url)
@@ -142,8 +143,17 @@ def cmd_test_stories(args: argparse.Namespace) -> int:
     layout = ProjectLayout()
     model = ensure_trained(layout)
     command = [
-        str(layout.rasa_python), "-m", "rasa", "test", "core",
-        "--stories", str(layout.test_stories), "--model", str(model), "--out", str(layout.root / "results"),
+        str(layout.rasa_python),
+        "-m",
+        "rasa",
+        "test",
+        "core",
+        "--stories",
+        str(layout.test_stories),
+        "--model",
+        str(model),
+        "--out",
+        str(layout.root / "results"),
         "--fail-on-prediction-errors",
     ]
     return subprocess.run(command, cwd=layout.root, env=subprocess_env()).returncode

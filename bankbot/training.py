@@ -59,12 +59,21 @@ def _ensure_trained_locked(layout: ProjectLayout, *, force: bool, log: bool) -> 
         return target
     started = time.monotonic()
     command = [
-        str(layout.rasa_python), "-m", "rasa", "train",
-        "--domain", str(layout.domain),
-        "--data", str(layout.nlu_data), str(layout.dialogue_data),
-        "--config", str(layout.config),
-        "--out", str(layout.models),
-        "--fixed-model-name", target.name.removesuffix(".tar.gz"),
+        str(layout.rasa_python),
+        "-m",
+        "rasa",
+        "train",
+        "--domain",
+        str(layout.domain),
+        "--data",
+        str(layout.nlu_data),
+        str(layout.dialogue_data),
+        "--config",
+        str(layout.config),
+        "--out",
+        str(layout.models),
+        "--fixed-model-name",
+        target.name.removesuffix(".tar.gz"),
     ]
     if log:
         print(f"training {target.name} (inputs changed)...", flush=True)

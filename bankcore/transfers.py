@@ -184,14 +184,15 @@ def prepare(
             raise TransferRejected("self_transfer", payee_name=payee.name)
     if source.status != "active":
         raise TransferRejected("account_frozen", account_id=source.id)
-    if available(source) < value:
-        raise TransferRejected("insufficient_funds", available=str(available(source)))
+    # Limits first, as at execution: "over the 50,000 limit" is the actionable answer for a large amount.
     single, daily = transfer_limits(settings, customer)
     if value > single:
         raise TransferRejected("over_single_limit", limit=str(single))
     used = daily_total(session, customer, now)
     if used + value > daily:
         raise TransferRejected("over_daily_limit", limit=str(daily), remaining=str(max(daily - used, 0)))
+    if available(source) < value:
+        raise TransferRejected("insufficient_funds", available=str(available(source)))
     transfer = Transfer(
         id=new_id("T"),
         customer_id=customer_id,

@@ -151,6 +151,21 @@ def pending_challenge(session: Session, customer_id: str, now: dt.datetime) -> C
     return _view(challenge, phone)
 
 
+def was_issued_recently(session: Session, customer_id: str, code_digest: str, since: dt.datetime) -> bool:
+    """Whether `code_digest` is the digest of a code sent to this customer after `since` (any status).
+
+    The gateway asks this of a typed code when nothing is pending: an expired, used or superseded code must
+    be kept out of Rasa too, and matching digests of codes really sent tells it apart from an amount.
+    """
+    digests = session.scalars(
+        select(VerificationChallenge.code_digest)
+        .where(VerificationChallenge.customer_id == customer_id, VerificationChallenge.created_at > since)
+        .order_by(VerificationChallenge.created_at.desc())
+        .limit(50)
+    )
+    return any(hmac.compare_digest(code_digest, known) for known in digests)
+
+
 def check(
     session: Session,
     settings: Settings,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -13,11 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bankcore import verification
-from bankcore.models import VerificationChallenge
 from bankcore.redaction import redact
 from bankcore.settings import Settings
 from channels import messages
@@ -89,16 +86,9 @@ def _code_status(
         if code_digest is not None and not pending:
             # An expired or reused code must not reach Rasa in clear either; matching its digest against
             # the codes actually sent tells it apart from an amount such as 100000.
-            digests = session.scalars(
-                select(VerificationChallenge.code_digest)
-                .where(
-                    VerificationChallenge.customer_id == customer_id,
-                    VerificationChallenge.created_at > now - RECENT_CODE_WINDOW,
-                )
-                .order_by(VerificationChallenge.created_at.desc())
-                .limit(50)
+            issued_recently = verification.was_issued_recently(
+                session, customer_id, code_digest, now - RECENT_CODE_WINDOW
             )
-            issued_recently = any(hmac.compare_digest(code_digest, known) for known in digests)
         return CodeStatus(pending=pending, issued_recently=issued_recently)
 
 

@@ -109,7 +109,9 @@ class ChatClient:
             f"?token={self.stack.rasa_token}"
         )
         request = urllib.request.Request(
-            url, data=json.dumps({"event": "restart"}).encode(), headers={"Content-Type": "application/json"},
+            url,
+            data=json.dumps({"event": "restart"}).encode(),
+            headers={"Content-Type": "application/json"},
             method="POST",
         )
         urllib.request.urlopen(request, timeout=30).close()

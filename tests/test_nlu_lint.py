@@ -159,3 +159,14 @@ def test_real_nlu_data_passes_the_lint() -> None:
     errors = [issue for issue in issues if issue.level == "error"]
     assert errors == []
     assert [issue for issue in issues if issue.code == "entity_misaligned"] == []
+
+
+def test_generated_numeral_words_are_current() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_numeral_words", ROOT / "tools" / "gen_numeral_words.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (ROOT / "nlu_data" / "jieba" / "numerals.txt").read_text(encoding="utf-8") == module.render()
+    assert "两千五" in module.numeral_words() and "两十五" not in module.numeral_words()

@@ -152,3 +152,16 @@ def test_codes_are_six_random_digits(bank, settings, sms_code, now):
 def test_unknown_customer(bank, settings, now):
     with pytest.raises(NotFoundError), unit_of_work(bank) as session:
         verification.issue(session, settings, "C999", "transfer", "T1", now)
+
+
+def test_a_code_sent_lately_is_recognised_after_use_but_not_before_the_window(bank, settings, sms_code, now):
+    _issue(bank, settings, now)
+    code = sms_code("C001")
+    assert _check(bank, settings, code, now + dt.timedelta(seconds=5)).outcome == "verified"
+    digest = verification.digest_code(settings.secret_key, code)
+    other = verification.digest_code(settings.secret_key, "000000" if code != "000000" else "111111")
+    with unit_of_work(bank) as session:
+        assert verification.was_issued_recently(session, "C001", digest, now - dt.timedelta(hours=1))
+        assert not verification.was_issued_recently(session, "C001", other, now - dt.timedelta(hours=1))
+        assert not verification.was_issued_recently(session, "C002", digest, now - dt.timedelta(hours=1))
+        assert not verification.was_issued_recently(session, "C001", digest, now + dt.timedelta(seconds=1))
