@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rasa_sdk import Tracker
-from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 from sqlalchemy.orm import Session
@@ -129,10 +129,10 @@ class ValidateTransferForm(FormValidationAction):
             return {"amount": None}
         try:
             if len(candidates) != 1:
-                raise AmountError("no single amount in the message")
+                raise AmountError("not_a_number", " / ".join(candidates))
             if _NEGATIVE_NUMBER.search(str(tracker.latest_message.get("text") or "")):
                 # The model tags "五百" in "负五百"; the sign in front makes it no amount to send.
-                raise AmountError("negative amount")
+                raise AmountError("negative", candidates[0])
             amount = parse_amount(candidates[0])
         except AmountError:
             dispatcher.utter_message(response="utter_error_invalid_amount")
@@ -214,8 +214,9 @@ class ActionTransferReadback(BankAction):
         slot = _SLOT_OF_ERROR.get(error.code)
         if slot is None:
             return [*clear_transfer_slots(), *clear_pending()]
-        # Ask again for the one thing that was wrong; the form picks up from there.
-        return [SlotSet(slot, None), FollowupAction("transfer_form")]
+        # Ask again for the one thing that was wrong. The form comes back already active, so it does not
+        # re-validate this message's value (which would fail the same way); it just asks for the slot.
+        return [SlotSet(slot, None), ActiveLoop("transfer_form"), FollowupAction("transfer_form")]
 
 
 def request_transfer_code(turn: Turn, transfer_id: str) -> list[EventType]:

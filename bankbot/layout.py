@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,5 +63,16 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "PYTHONPATH": str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
         }
     )
+    # Rasa caches trained components by their config and training data only; the jieba dictionaries are
+    # files it does not fingerprint, so a changed dictionary would restore stale tokens. One cache per
+    # dictionary content keeps the cache safe.
+    env.setdefault("RASA_CACHE_DIRECTORY", str(ProjectLayout().cache / "rasa-cache" / jieba_dictionary_hash()))
     env.update(extra or {})
     return env
+
+
+def jieba_dictionary_hash(root: Path = PROJECT_ROOT) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((root / "nlu_data" / "jieba").glob("*")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

@@ -59,8 +59,9 @@ def test_lost_card_is_frozen_at_once_and_can_be_replaced(live_stack, chat):  # t
     assert status["6602"] == "lost"
     assert "补卡申请已提交" in customer.say("好的")
     with unit_of_work(live_stack.db_session_factory) as session:
-        statuses = [c.status for c in cards.list_cards(session, "C002")]
-    assert "inactive" in statuses and "replaced" in statuses
+        live = [c.status for c in cards.list_cards(session, "C002")]
+        replaced = [c.last4 for c in cards.list_cards(session, "C002", status="replaced")]
+    assert "inactive" in live and replaced == ["6602"]
 
 
 def test_new_card_activation(live_stack, chat):  # type: ignore[no-untyped-def]
