@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from bankbot.nlu_lint import parse_example, rasa_environment
+from bankbot.layout import subprocess_env
+from bankbot.nlu_lint import parse_example
 
 __all__ = ["BenchResult", "SeedResult", "bench_nlu", "main", "split_nlu"]
 
@@ -225,7 +226,7 @@ def _bench_seed(
     seed_dir = work / f"seed{seed}"
     (seed_dir / "data").mkdir(parents=True)
     _write_training_yaml(seed_dir / "data" / "nlu.yml", train, others)
-    env = rasa_environment()
+    env = subprocess_env()
     # Keep Rasa's fingerprint cache out of the project (a stale .rasa/cache breaks `rasa test` on 3.6.21).
     env["RASA_CACHE_DIRECTORY"] = str(work / "cache")
     started = time.monotonic()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import unicodedata
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from bankbot.layout import subprocess_env
 
 __all__ = [
     "NON_BANKING_INTENTS",
@@ -399,14 +400,6 @@ def lint_nlu(
     return issues
 
 
-def rasa_environment() -> dict[str, str]:
-    """Environment for Rasa subprocesses: no telemetry, no SQLAlchemy 2.0 warning on every start."""
-    env = dict(os.environ)
-    env["RASA_TELEMETRY_ENABLED"] = "false"
-    env["SQLALCHEMY_SILENCE_UBER_WARNING"] = "1"
-    return env
-
-
 def run_rasa_validate(project_root: Path, rasa_python: Path = Path(".venv-rasa/bin/python")) -> int:
     """Run `rasa data validate` on the project with the Rasa environment's Python; return its exit code."""
     root = Path(project_root)
@@ -425,4 +418,4 @@ def run_rasa_validate(project_root: Path, rasa_python: Path = Path(".venv-rasa/b
         "--config",
         "bot/config.yml",
     ]
-    return subprocess.run(command, cwd=root, env=rasa_environment(), check=False).returncode
+    return subprocess.run(command, cwd=root, env=subprocess_env(), check=False).returncode
