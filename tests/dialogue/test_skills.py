@@ -155,7 +155,7 @@ def test_low_confidence_offers_two_guesses_then_a_human(chat):  # type: ignore[n
     buttons = [b for m in first for b in m.get("buttons") or []]
     assert len(buttons) == 3, first
     assert buttons[-1]["payload"] == "/human_handoff"
-    second = customer.say("呃就那个啥来着")
+    second = customer.say("啊这个那个")
     assert "人工" in second
 
 
