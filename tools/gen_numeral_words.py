@@ -2,7 +2,8 @@
 
 jieba's dictionary knows "两千" but not "两千五", so it cuts the amount in two and its HMM glues the orphan
 digit onto the next character ("五给"); an entity span then no longer falls on token boundaries. The list
-is the complete set of <digit><unit><digit> forms, generated, not picked from the training data.
+is the complete set of <digit><unit><digit> and <digit><unit><digit><next unit> forms, generated, not
+picked from the training data.
 Run: .venv/bin/python tools/gen_numeral_words.py (tests/test_nlu_lint.py checks the file is current).
 """
 
@@ -19,6 +20,10 @@ FREQUENCY = 3000
 TARGET = Path(__file__).resolve().parent.parent / "nlu_data" / "jieba" / "numerals.txt"
 
 
+# A unit and the next one down: "二百八十", "两千五百", "三万五千" (the full form of the short ones).
+UNIT_STEPS = (("万", "千"), ("千", "百"), ("百", "十"))
+
+
 def numeral_words() -> list[str]:
     words = []
     for lead in DIGITS:
@@ -27,6 +32,9 @@ def numeral_words() -> list[str]:
                 continue  # "两十" is not said
             for tail in TRAILING:
                 words.append(f"{lead}{unit}{tail}")
+        for unit, lower in UNIT_STEPS:
+            for tail in TRAILING:
+                words.append(f"{lead}{unit}{tail}{lower}")
     return words
 
 
