@@ -155,7 +155,8 @@ def test_low_confidence_offers_two_guesses_then_a_human(chat):  # type: ignore[n
     buttons = [b for m in first for b in m.get("buttons") or []]
     assert len(buttons) == 3, first
     assert buttons[-1]["payload"] == "/human_handoff"
-    second = customer.say("啊这个那个")
+    # The same unclear message again: a second miss in a row, whatever the model makes of vague words.
+    second = customer.say("嗯那个就是上次说的那个东西")
     assert "人工" in second
 
 
