@@ -8,6 +8,7 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from bankbot.layout import ProjectLayout
 from bankbot.stack import Stack, free_port
 from bankbot.training import ensure_trained
 from bankcore.settings import Settings
+
+# The sandbox's demo customers; each has a conversation on each path.
+DEMO_CUSTOMERS = ("C001", "C002", "C003", "C004")
 
 # One-shot requests that open no form, so every turn is comparable and the conversation never drifts.
 BENCH_TEXTS = [
@@ -46,15 +50,21 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _timed(calls: list[Any], turns: int) -> list[list[float]]:
-    """Run `turns` turns through each call, interleaved (alternating which goes first); ms per call."""
+def _timed(calls: list[Any], turns: int, customers: Sequence[str]) -> list[list[float]]:
+    """Run `turns` turns through each call, interleaved (alternating which goes first); ms per call.
+
+    Turns go round-robin over the customers, so each conversation stays `turns / len(customers)` long:
+    a turn's cost grows with its conversation (the tracker is loaded and sent whole), and real
+    conversations are short.
+    """
     samples: list[list[float]] = [[] for _ in calls]
     for i in range(turns):
-        text = BENCH_TEXTS[i % len(BENCH_TEXTS)]
+        text = BENCH_TEXTS[(i // len(customers)) % len(BENCH_TEXTS)]
+        customer = customers[i % len(customers)]
         order = list(range(len(calls))) if i % 2 == 0 else list(reversed(range(len(calls))))
         for index in order:
             started = time.perf_counter()
-            calls[index](text)
+            calls[index](customer, text)
             samples[index].append((time.perf_counter() - started) * 1000)
     return samples
 
@@ -85,24 +95,27 @@ def bench_turns(layout: ProjectLayout, *, turns: int, console: Console) -> int:
         stack.start()
         try:
             gateway = f"http://127.0.0.1:{settings.gateway_port}"
-            token = _post(f"{gateway}/webchat/session", {"customer_id": "C001"})["token"]
+            tokens = {
+                customer: _post(f"{gateway}/webchat/session", {"customer_id": customer})["token"]
+                for customer in DEMO_CUSTOMERS
+            }
             parse_url = f"{settings.rasa_url}/model/parse?token={settings.rasa_token}"
             rest_url = f"{settings.rasa_url}/webhooks/rest/webhook"
-            metadata = {"customer_id": "C001", "channel": "bench"}
 
-            def parse(text: str) -> None:
+            def parse(customer: str, text: str) -> None:
                 _post(parse_url, {"text": text})
 
-            def direct(text: str) -> None:
-                _post(rest_url, {"sender": "bench:C001", "message": text, "metadata": metadata})
+            def direct(customer: str, text: str) -> None:
+                metadata = {"customer_id": customer, "channel": "bench"}
+                _post(rest_url, {"sender": f"bench:{customer}", "message": text, "metadata": metadata})
 
-            def through_gateway(text: str) -> None:
-                _post(f"{gateway}/webchat/messages", {"text": text}, token)
+            def through_gateway(customer: str, text: str) -> None:
+                _post(f"{gateway}/webchat/messages", {"text": text}, tokens[customer])
 
-            _timed([direct, through_gateway], 20)  # warm-up: first turns load lazily
-            results = {"/model/parse": _timed([parse], turns)[0]}
+            _timed([direct, through_gateway], 8, DEMO_CUSTOMERS)  # warm-up: first turns load lazily
+            results = {"/model/parse": _timed([parse], turns, DEMO_CUSTOMERS)[0]}
             # Interleaved, so both conversations grow alike and drift in the machine hits both equally.
-            direct_ms, gateway_ms = _timed([direct, through_gateway], turns)
+            direct_ms, gateway_ms = _timed([direct, through_gateway], turns, DEMO_CUSTOMERS)
             results["turn via Rasa REST (direct)"] = direct_ms
             results["turn via gateway (web chat)"] = gateway_ms
         finally:
