@@ -27,7 +27,7 @@ shell: setup
 	$(PY) -m bankbot shell
 
 lint: setup
-	.venv/bin/ruff check bankcore actions channels voice bankbot tests
+	.venv/bin/ruff check bankcore foresight actions channels voice bankbot tests tools
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
@@ -44,7 +44,7 @@ bench-nlu: setup
 
 bench-turns: setup
 	$(PY) -m bankbot train
-	$(PY) -m bankbot bench turns --turns 500
+	$(PY) -m bankbot bench turns --turns 200
 
 stories: setup
 	$(PY) -m bankbot test stories

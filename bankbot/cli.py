@@ -201,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     turns.add_argument("--turns", type=int, default=500)
     turns.set_defaults(handler=cmd_turns_bench)
 
+    from bankbot import events_cli, foresight_data_cli, foresight_model_cli
+
+    events_cli.register(commands)
+    foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
+        dest="foresight_command", required=True
+    )
+    foresight_data_cli.register(foresight, bench)
+    foresight_model_cli.register(foresight, bench)
+
     test = commands.add_parser("test", help="tester tools").add_subparsers(dest="test_command", required=True)
     test.add_parser("stories", help="rasa test core on bot/tests").set_defaults(handler=cmd_test_stories)
 

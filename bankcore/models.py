@@ -7,10 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -439,4 +441,50 @@ class FraudReport(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     frozen_card_ids: Mapped[str] = mapped_column(String(400), default="")  # comma-separated
     handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class CrossChannelEvent(Base):
+    """One cross-channel event (bankcore.events.Event); `event_id` is the client's id, unique when given."""
+
+    __tablename__ = "cx_events"
+    __table_args__ = (Index("ix_cx_events_customer_ts", "customer_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Not a foreign key: events arrive for customers the sandbox bank does not hold (imports, simulations).
+    customer_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(16))
+    type: Mapped[str] = mapped_column(String(64))
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class CustomerProfile(Base):
+    """Profile attributes for foresight (bankcore.events.Profile); the latest upload wins."""
+
+    __tablename__ = "customer_profiles"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class ContactRecord(Base):
+    """A contact with the bank: imported labels, or a live conversation with its predicted and final intent."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (Index("ix_contacts_customer_ts", "customer_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(16))
+    intent: Mapped[str | None] = mapped_column(String(64))  # the final (resolved) reason; NULL while open
+    predicted_intent: Mapped[str | None] = mapped_column(String(64))
+    predicted_p: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16), default="import")  # import | live
+    # Live contacts: the Rasa conversation and session they belong to, so the final intent finds its row.
+    conversation_id: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
