@@ -48,6 +48,13 @@ class Settings:
     transfer_daily_limit: Decimal
     webchat_token_ttl_seconds: int
     log_dir: Path
+    # Service token for POST /events; unset (empty) means the endpoint refuses every request.
+    events_token: str = field(default="", repr=False)
+    events_max_batch: int = 1000
+    # The foresight model directory; when it holds no model the greeting is a plain one.
+    foresight_model_dir: Path = Path("models/foresight")
+    # Confidence above which the greeting names the predicted need; None: the threshold saved with the model.
+    foresight_threshold: float | None = None
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -74,5 +81,13 @@ class Settings:
             transfer_daily_limit=Decimal(env.get("BANKBOT_TRANSFER_DAILY_LIMIT", "200000")),
             webchat_token_ttl_seconds=int(env.get("BANKBOT_WEBCHAT_TOKEN_TTL_SECONDS", "3600")),
             log_dir=Path(env.get("BANKBOT_LOG_DIR", str(var_dir / "log"))).resolve(),
+            events_token=env.get("BANKBOT_EVENTS_TOKEN", ""),
+            events_max_batch=int(env.get("BANKBOT_EVENTS_MAX_BATCH", "1000")),
+            foresight_model_dir=Path(
+                env.get("BANKBOT_FORESIGHT_MODEL_DIR", str(PROJECT_ROOT / "models" / "foresight"))
+            ).resolve(),
+            foresight_threshold=(
+                float(env["BANKBOT_FORESIGHT_THRESHOLD"]) if env.get("BANKBOT_FORESIGHT_THRESHOLD") else None
+            ),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )
