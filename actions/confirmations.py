@@ -10,6 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.cards import confirm_activation, confirm_replacement
 from actions.credit_and_loans import confirm_card_repayment, confirm_loan_repayment
+from actions.foresight_greeting import reroute_to_intent
 from actions.runtime import BankAction, Turn
 from actions.transfers import cancel_transfer, clear_pending, clear_transfer_slots, request_transfer_code
 from bankcore.errors import BankError
@@ -49,6 +50,9 @@ class ActionConfirmPending(BankAction):
             # move money: the offer lapses and the customer starts the request again.
             turn.dispatcher.utter_message(response="utter_nothing_to_confirm")
             return clear_pending()
+        if pending == "foresight":
+            # "是" to the greeting's guess: go straight into that skill, as if the customer had asked for it.
+            return [*clear_pending(), *reroute_to_intent(turn.tracker, str(subject))]
         if pending == "transfer":
             if turn.slot("awaiting_code"):
                 # Confirming again while the code is outstanding sends nothing new: the code is what's missing.
@@ -78,6 +82,8 @@ class ActionCancelPending(BankAction):
             cancel_transfer(turn, str(subject))
         elif active_loop == "transfer_form":
             turn.dispatcher.utter_message(response="utter_transfer_cancelled")
+        elif pending == "foresight":
+            turn.dispatcher.utter_message(response="utter_foresight_declined")
         elif pending == "card_replacement":
             # Declining a replacement after a loss report leaves the card frozen, which is what the customer wants.
             turn.dispatcher.utter_message(response="utter_anything_else")

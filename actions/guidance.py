@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -10,9 +11,13 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 
 from actions import messages
+from actions.foresight_greeting import first_utterance_prior, reroute_to_intent
 from actions.runtime import BankAction, Turn
 from bankcore import branches, rates
 from bankcore.errors import BankError
+from foresight.prior import combine
+
+logger = logging.getLogger("actions.guidance")
 
 _GUESSES = 2
 _NOT_A_GUESS = {"nlu_fallback", "inform", "affirm", "deny", "submit_otp", "out_of_scope"}
@@ -173,10 +178,21 @@ class ActionOfferTopGuesses(Action):
         if _consecutive_fallbacks(tracker) >= 2:
             dispatcher.utter_message(response="utter_fallback_handoff")
             return [FollowupAction("action_human_handoff")]
-        ranking = tracker.latest_message.get("intent_ranking") or []
-        guesses = [
-            r["name"] for r in ranking if r.get("name") in messages.INTENT_LABELS and r.get("name") not in _NOT_A_GUESS
-        ][:_GUESSES]
+        ranking = [
+            (str(r["name"]), float(r.get("confidence") or 0.0))
+            for r in tracker.latest_message.get("intent_ranking") or []
+            if r.get("name") and r.get("name") != "nlu_fallback"
+        ]
+        prior = first_utterance_prior(tracker)
+        if prior:
+            combined = combine(ranking, prior)
+            if combined.accepted is not None and combined.accepted not in _NOT_A_GUESS:
+                logger.info("foresight prior settled an unsure first utterance as %s", combined.accepted)
+                return reroute_to_intent(tracker, combined.accepted)
+            ranking = combined.ranking
+        guesses = [name for name, _ in ranking if name in messages.INTENT_LABELS and name not in _NOT_A_GUESS][
+            :_GUESSES
+        ]
         buttons = [{"title": messages.INTENT_LABELS[name], "payload": f"/{name}"} for name in guesses]
         buttons.append({"title": messages.FALLBACK_OTHER, "payload": "/human_handoff"})
         dispatcher.utter_message(response="utter_fallback_choices", buttons=buttons)

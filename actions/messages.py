@@ -117,3 +117,28 @@ INTENT_LABELS = {
     "bot_challenge": "了解我是谁",
     "out_of_scope": "其他问题",
 }
+
+# Answer before asked: how the greeting names a predicted need ("王先生您好，请问是要{need}吗？").
+FORESIGHT_SALUTATION = "{surname}{title}"
+FORESIGHT_YES = "是"
+FORESIGHT_NO = "不是"
+FORESIGHT_NEEDS = {
+    "check_balance": "查询账户余额",
+    "transaction_history": "查询最近的交易明细",
+    "transfer_money": "转账",
+    "failed_transfer_inquiry": "查询那笔没有成功的转账",
+    "credit_card_bill": "查询信用卡账单",
+    "credit_card_repay": "还信用卡",
+    "report_lost_card": "挂失银行卡",
+    "replace_card": "补办或换领银行卡",
+    "activate_card": "激活新卡",
+    "reset_password": "重置密码",
+    "loan_repayment": "了解贷款还款",
+    "deposit_maturity": "查询快到期的定期存款",
+    "branch_lookup": "查找附近的网点",
+    "interest_rate": "查询存款利率",
+    "exchange_rate": "查询外汇汇率",
+    "report_fraud": "报告可疑交易",
+    "human_handoff": "转人工服务",
+    "complain": "反映问题或投诉",
+}

@@ -48,7 +48,10 @@ def customer_id_of(tracker: Tracker) -> str | None:
     customer_id = metadata.get("customer_id")
     if isinstance(customer_id, str) and customer_id:
         return customer_id
-    # Actions that run right after the session starts see the metadata on the session_started event.
+    # Actions that run right after the session starts see the metadata in the slot Rasa keeps it in.
+    started = tracker.get_slot("session_started_metadata")
+    if isinstance(started, dict) and isinstance(started.get("customer_id"), str) and started["customer_id"]:
+        return str(started["customer_id"])
     for event in reversed(tracker.events):
         if event.get("event") in {"user", "session_started"}:
             metadata = event.get("metadata") or {}
@@ -171,6 +174,48 @@ class BankAction(Action):
         return await run_in_bank(self.name(), customer_id, tracker, dispatcher, domain, self.act, self.on_bank_error)
 
 
+# The contact reasons the foresight model predicts: a skill serving one of them resolves the contact.
+CONTACT_REASONS = frozenset(
+    {
+        "check_balance",
+        "transaction_history",
+        "transfer_money",
+        "failed_transfer_inquiry",
+        "credit_card_bill",
+        "credit_card_repay",
+        "report_lost_card",
+        "replace_card",
+        "activate_card",
+        "reset_password",
+        "loan_repayment",
+        "deposit_maturity",
+        "branch_lookup",
+        "interest_rate",
+        "exchange_rate",
+        "report_fraud",
+        "human_handoff",
+        "complain",
+    }
+)
+
+
+def record_final_intent(tracker: Tracker) -> None:
+    """Label the conversation's open live contact with the reason the customer turned out to have.
+
+    Its own transaction, after the skill's: labelling is for retraining and must never undo banking work.
+    """
+    intent = (tracker.latest_message.get("intent") or {}).get("name")
+    if intent not in CONTACT_REASONS:
+        return
+    try:
+        from bankcore import event_store
+
+        with unit_of_work(session_factory()) as session:
+            event_store.resolve_live_contact(session, tracker.sender_id, str(intent))
+    except Exception:
+        logger.exception("could not record the final intent of %s", tracker.sender_id)
+
+
 async def run_in_bank(
     action_name: str,
     customer_id: str,
@@ -188,7 +233,9 @@ async def run_in_bank(
             return work(turn)
 
     try:
-        return await asyncio.to_thread(in_transaction)
+        events = await asyncio.to_thread(in_transaction)
+        await asyncio.to_thread(record_final_intent, tracker)
+        return events
     except BankError as error:
         logger.info("bank error in %s: %s", action_name, error.code)
         if error.message_key not in (domain.get("responses") or {}):

@@ -35,8 +35,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from bankbot.foresight_demo import ensure_demo_model
     from bankbot.stack import Stack
     from bankbot.training import ensure_trained
+    from bankcore.core_facts import record_core_facts
     from bankcore.database import unit_of_work
     from bankcore.sandbox import seed_demo_if_empty
 
@@ -48,8 +52,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeded = seed_demo_if_empty(session)
     if seeded:
         console.print("sandbox bank seeded with the demo customers (C001-C004)")
+    with unit_of_work(factory) as session:
+        # Failed transfers, dues and expiring cards become cross-channel events the foresight model reads.
+        record_core_facts(session, datetime.now(UTC))
     env = {k: v for k, v in settings.extra.items()}
     env.setdefault("BANKBOT_SECRET_KEY", settings.secret_key)
+    if "BANKBOT_FORESIGHT_MODEL_DIR" not in env:
+        # No model of the bank's own: the demo one, trained on the simulator once and cached.
+        env["BANKBOT_FORESIGHT_MODEL_DIR"] = str(ensure_demo_model(layout))
     stack = Stack(layout, env, model)
     console.print("starting Rasa (about a minute), the action server and the gateway...")
     stack.start()

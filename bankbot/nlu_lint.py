@@ -34,7 +34,7 @@ NORMALISED_ENTITIES = frozenset({"amount", "card_last4", "date"})
 
 #: Intents the minimum-count rule does not apply to (chit-chat and gateway-only intents).
 NON_BANKING_INTENTS = frozenset(
-    {"greet", "goodbye", "thank", "affirm", "deny", "bot_challenge", "out_of_scope", "submit_otp"}
+    {"greet", "goodbye", "thank", "affirm", "deny", "bot_challenge", "out_of_scope", "submit_otp", "contact_opened"}
 )
 
 # [text](entity), [text](entity:value) (Rasa 2 shorthand), [text]{"entity": ..., "value": ...}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import urllib.error
@@ -44,11 +45,15 @@ class LiveStack:
 
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    from bankbot.foresight_demo import ensure_demo_model
+
+    from bankcore.core_facts import record_core_facts
     from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
     from bankcore.sandbox import seed_demo_if_empty
 
     layout = ProjectLayout()
     model = ensure_trained(layout, log=False)
+    foresight_model = ensure_demo_model(layout, log=False)
     var_dir = tmp_path_factory.mktemp("stack-var")
     env = {
         "BANKBOT_VAR_DIR": str(var_dir),
@@ -60,12 +65,17 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
         "BANKBOT_SECRET_KEY": secrets.token_hex(32),
         "BANKBOT_DEV_LOGIN": "1",
         "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
+        "BANKBOT_FORESIGHT_MODEL_DIR": str(foresight_model),
+        # The demo model's calibrated threshold is for the bank; the tests pin one so they do not move with it.
+        "BANKBOT_FORESIGHT_THRESHOLD": "0.3",
     }
     settings = Settings.from_env(env)
     migrate(settings.database_url)
     factory = make_session_factory(make_engine(settings.database_url))
     with unit_of_work(factory) as session:
         seed_demo_if_empty(session)
+    with unit_of_work(factory) as session:
+        record_core_facts(session, dt.datetime.now(dt.UTC))
     stack = Stack(layout, env, model)
     stack.start()
     try:
@@ -115,6 +125,12 @@ class ChatClient:
             method="POST",
         )
         urllib.request.urlopen(request, timeout=30).close()
+
+    def open(self) -> list[dict[str, Any]]:
+        """The page has opened: what the assistant says before the customer speaks."""
+        status, body = self._post("/webchat/open", {}, self.token)
+        assert status == 200, (status, body)
+        return list(body["messages"])
 
     def send(self, text: str) -> list[dict[str, Any]]:
         status, body = self._post("/webchat/messages", {"text": text}, self.token)

@@ -15,6 +15,7 @@ from bankcore import customers
 from bankcore.errors import BankError
 from bankcore.settings import Settings
 from channels import messages
+from channels.conversation_open import open_conversation
 from channels.http_errors import NO_STORE, dumps_utf8, json_error
 from channels.rasa_client import RasaUnavailable
 from channels.rate_limit import SlidingWindowLimiter
@@ -72,6 +73,7 @@ class WebChatInput:
             # Without dev login the route does not exist at all: a plain 404, nothing to probe.
             app.router.add_post("/webchat/session", self.create_session)
         app.router.add_post("/webchat/messages", self.post_message)
+        app.router.add_post("/webchat/open", self.open_conversation)
         app.router.add_get("/webchat", self._redirect_to_page)
         app.router.add_get("/webchat/", self.page)
         app.router.add_static("/webchat/static/", STATIC_DIR, append_version=False)
@@ -117,6 +119,25 @@ class WebChatInput:
             )
         except RasaUnavailable:
             # The page shows `messages` like any reply; `error` tells scripts and monitors what happened.
+            return json_error(
+                503,
+                "assistant_unavailable",
+                messages.ASSISTANT_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+                messages=[{"text": messages.ASSISTANT_UNAVAILABLE, "buttons": []}],
+            )
+        return web.json_response(self._output.render(replies), headers=NO_STORE, dumps=dumps_utf8)
+
+    async def open_conversation(self, request: web.Request) -> web.Response:
+        """The page has opened: the assistant greets first (naming the predicted need when it is confident)."""
+        customer_id = self._authenticate(request)
+        if customer_id is None:
+            return json_error(401, "unauthorized", messages.UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        if not self._limiter.allow(customer_id):
+            return json_error(429, "rate_limited", messages.RATE_LIMITED, headers={"Retry-After": "10"})
+        try:
+            replies = await open_conversation(request.app[TURNS], customer_id=customer_id, channel=self.channel)
+        except RasaUnavailable:
             return json_error(
                 503,
                 "assistant_unavailable",

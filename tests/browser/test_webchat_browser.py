@@ -112,6 +112,10 @@ async def log_in(page: Page, customer_id: str) -> None:
     await page.fill("#customer-id", customer_id)
     await page.click("#login-button")
     await page.wait_for_selector("#message-input", state="visible")
+    # The assistant speaks first: wait for its opening (the page is busy until then).
+    await page.wait_for_function(
+        "() => document.querySelector('#log .bubble.bot') && !document.querySelector('#log .typing')"
+    )
 
 
 def is_cancel(title: str, payload: str) -> bool:

@@ -137,8 +137,27 @@
     ui.who.hidden = false;
     ui.logout.hidden = false;
     ui.who.textContent = TEXT.who(customerId);
-    if (!ui.log.childElementCount) addBubble("bot", TEXT.welcome);
+    if (!ui.log.childElementCount) openConversation();
     ui.input.focus();
+  }
+
+  // The assistant speaks first; it may already guess why the customer is here and offer it as a yes/no.
+  async function openConversation() {
+    setBusy(true);
+    const typing = addBubble("bot typing", "…");
+    try {
+      const { status, body } = await postJson("open", {});
+      typing.remove();
+      if (status === 200 && Array.isArray(body.messages) && body.messages.length) {
+        render(body.messages);
+        return;
+      }
+    } catch (_) {
+      typing.remove();
+    } finally {
+      setBusy(false);
+    }
+    addBubble("bot", TEXT.welcome);
   }
 
   function signOut(clearLog) {

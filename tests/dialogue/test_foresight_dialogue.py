@@ -1,0 +1,85 @@
+"""Answer before asked, end to end: the opening names the predicted need; yes goes into it, no is understood."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bankcore.database import unit_of_work
+from bankcore.models import ContactRecord
+from bankcore.sandbox import load_sandbox
+
+pytestmark = pytest.mark.rasa
+
+
+def _text(messages: list[dict]) -> str:  # type: ignore[type-arg]
+    return "\n".join(str(m.get("text") or "") for m in messages)
+
+
+def _payloads(messages: list[dict]) -> list[str]:  # type: ignore[type-arg]
+    return [str(b.get("payload")) for m in messages for b in m.get("buttons") or []]
+
+
+def _live_contacts(live_stack, conversation_id: str) -> list[ContactRecord]:  # type: ignore[no-untyped-def]
+    with unit_of_work(live_stack.db_session_factory) as session:
+        rows = session.scalars(
+            select(ContactRecord)
+            .where(ContactRecord.conversation_id == conversation_id, ContactRecord.source == "live")
+            .order_by(ContactRecord.id)
+        ).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def test_the_opening_names_yesterdays_failed_transfer_and_yes_goes_straight_into_it(live_stack, chat):  # type: ignore[no-untyped-def]
+    # C001's transfer to 刘洋 failed yesterday (the sandbox's core facts are events of the shared database).
+    customer = chat("C001")
+    opening = customer.open()
+    assert "王先生" in _text(opening) and "没有成功的转账" in _text(opening)
+    assert {"/affirm", "/deny"} <= set(_payloads(opening))
+    answer = customer.say("/affirm")
+    assert "刘洋" in answer and "销户" in answer
+    contact = _live_contacts(live_stack, "webchat:C001")[-1]
+    assert contact.predicted_intent == "failed_transfer_inquiry" and contact.predicted_p is not None
+    assert contact.intent == "failed_transfer_inquiry"
+    assert contact.channel == "app"
+
+
+def test_no_to_the_guess_is_understood_normally(chat):  # type: ignore[no-untyped-def]
+    customer = chat("C001")
+    assert "没有成功的转账" in _text(customer.open())
+    assert "请问有什么可以帮您" in customer.say("不是")
+    assert "3821" in customer.say("帮我查一下余额")
+
+
+def test_asking_something_else_after_the_guess_is_understood_normally(chat):  # type: ignore[no-untyped-def]
+    customer = chat("C001")
+    customer.open()
+    reply = customer.say("帮我查一下余额")
+    assert "3821" in reply and "没有成功" not in reply
+    # The guess lapsed: a later "确认" has nothing to confirm and moves nothing.
+    assert "刘洋" not in customer.say("确认")
+
+
+def test_a_customer_the_model_knows_nothing_about_gets_a_plain_greeting(live_stack, chat):  # type: ignore[no-untyped-def]
+    with unit_of_work(live_stack.db_session_factory) as session:
+        load_sandbox(
+            session,
+            {
+                "version": 1,
+                "customers": [
+                    {
+                        "id": "C0NEW",
+                        "name": "赵敏",
+                        "surname": "赵",
+                        "title": "女士",
+                        "accounts": [{"id": "A9901", "kind": "debit", "name": "借记卡账户", "balance": "100.00"}],
+                    }
+                ],
+            },
+        )
+    opening = chat("C0NEW").open()
+    assert "赵女士您好" in _text(opening)
+    assert _payloads(opening) == []
+    contact = _live_contacts(live_stack, "webchat:C0NEW")[-1]
+    assert contact.predicted_intent is None and contact.intent is None
