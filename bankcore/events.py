@@ -103,9 +103,12 @@ def parse_ts(value: Any, field_name: str = "ts") -> dt.datetime:
         text = text[:-1] + "+00:00"
     try:
         parsed = dt.datetime.fromisoformat(text)
+        # astimezone overflows at the ends of the calendar ("0001-01-01T00:00+01:00").
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise RecordError(field_name, f"not an ISO-8601 timestamp: {value[:40]!r}") from None
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        raise RecordError(field_name, f"out of range (2000..2100): {value[:40]!r}") from None
     if not EARLIEST_TS <= parsed < LATEST_TS:
         raise RecordError(field_name, f"out of range (2000..2100): {value[:40]!r}")
     return parsed
@@ -120,15 +123,41 @@ def _text(record: Mapping[str, Any], key: str, max_chars: int) -> str:
         raise RecordError(key, f"longer than {max_chars} characters")
     if any(ord(ch) < 32 for ch in value):
         raise RecordError(key, "contains control characters")
+    if not _encodable(value):
+        raise RecordError(key, "not valid Unicode (lone surrogate)")
     return value
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, Mapping):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _preview(value: Any) -> str:
+    """A short, always-printable rendering of a bad value for an error message."""
+    try:
+        text = str(value)
+    except ValueError:  # an int beyond Python's str() digit limit
+        return f"<{type(value).__name__}>"
+    return text[:40]
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and lists nest more than `limit` levels. Breadth-first rather than recursive, so a
+    pathologically deep value cannot exhaust the stack (json.dumps would)."""
+    level: list[Any] = [value]
+    depth = 0
+    while True:
+        containers = [item for item in level if isinstance(item, Mapping | list)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [child for item in containers for child in (item.values() if isinstance(item, Mapping) else item)]
 
 
 def _attrs(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,21 +168,23 @@ def _attrs(record: Mapping[str, Any]) -> dict[str, Any]:
         raise RecordError("attrs", "must be a JSON object")
     if not all(isinstance(key, str) and key for key in value):
         raise RecordError("attrs", "keys must be non-empty strings")
+    if _deeper_than(value, MAX_ATTRS_DEPTH):
+        raise RecordError("attrs", f"nested deeper than {MAX_ATTRS_DEPTH} levels")
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise RecordError("attrs", f"not JSON-serialisable: {exc}") from None
+        raise RecordError("attrs", f"not JSON-serialisable: {str(exc)[:80]}") from None
+    if not _encodable(encoded):
+        raise RecordError("attrs", "not valid Unicode (lone surrogate)")
     if len(encoded.encode()) > MAX_ATTRS_BYTES:
         raise RecordError("attrs", f"larger than {MAX_ATTRS_BYTES} bytes")
-    if _depth(value) > MAX_ATTRS_DEPTH:
-        raise RecordError("attrs", f"nested deeper than {MAX_ATTRS_DEPTH} levels")
     return dict(value)
 
 
 def _channel(record: Mapping[str, Any]) -> str:
     value = record.get("channel")
     if value not in CHANNELS:
-        raise RecordError("channel", f"must be one of {', '.join(CHANNELS)}; got {str(value)[:40]!r}")
+        raise RecordError("channel", f"must be one of {', '.join(CHANNELS)}; got {_preview(value)!r}")
     return str(value)
 
 

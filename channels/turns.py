@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bankcore import verification
+from bankcore import event_store, verification
 from bankcore.redaction import redact
 from bankcore.settings import Settings
 from channels import messages
@@ -60,6 +60,35 @@ class TurnContext:
     session_factory: Callable[[], Session]
     metrics: GatewayMetrics
     clock: Callable[[], datetime] = field(default=_utc_now)
+    # When this process last saw a turn per (channel, customer), and the contact-event writes in flight.
+    last_turns: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def note_turn(self, customer_id: str, channel: str) -> None:
+        """Record a `contact` event when this turn starts a contact: never raises, never waits.
+
+        A turn starts a contact when the customer was idle on this channel for CONTACT_IDLE. Turns that
+        follow shortly on this process cost nothing; otherwise a worker thread asks the database (the
+        newest `contact` event, so several gateway processes agree) and stores the event, after or
+        alongside the reply. Limitation: a conversation that moves between processes mid-way and lasts
+        longer than CONTACT_IDLE may count twice.
+        """
+        try:
+            now = self.clock()
+            key = (channel, customer_id)
+            previous = self.last_turns.get(key)
+            self.last_turns[key] = now
+            if len(self.last_turns) > MAX_REMEMBERED_TURNS:
+                self.last_turns = {k: t for k, t in self.last_turns.items() if now - t < CONTACT_IDLE}
+            if previous is not None and now - previous < CONTACT_IDLE:
+                return
+            task = asyncio.create_task(
+                asyncio.to_thread(_start_contact, self.session_factory, customer_id, channel, now)
+            )
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        except Exception:
+            logger.warning("could not note the turn", exc_info=True, extra={"customer_id": customer_id})
 
     async def code_status(self, customer_id: str, code_digest: str | None) -> CodeStatus:
         now = self.clock()
@@ -71,6 +100,23 @@ class TurnContext:
 class CodeStatus:
     pending: bool  # a challenge is waiting for a code right now
     issued_recently: bool  # the typed code is one this customer was sent lately (expired, used, superseded)
+
+
+# A turn after this much silence on a channel starts a new contact (a `contact` event for foresight).
+CONTACT_IDLE = timedelta(minutes=30)
+MAX_REMEMBERED_TURNS = 100_000
+
+
+def _start_contact(session_factory: Callable[[], Session], customer_id: str, channel: str, now: datetime) -> None:
+    try:
+        with session_factory() as session:
+            event_store.start_contact_if_idle(
+                session, customer_id=customer_id, gateway_channel=channel, now=now, idle=CONTACT_IDLE
+            )
+            session.commit()
+    except Exception:
+        # Foresight data is best effort: a turn never fails because its contact event could not be stored.
+        logger.warning("could not store the contact event", exc_info=True, extra={"customer_id": customer_id})
 
 
 # How far back a typed code is still recognised as one we sent. Beyond a day it is just six digits.
@@ -120,6 +166,7 @@ async def handle_text_turn(
 ) -> list[BotMessage]:
     """Run one authenticated customer's text turn; raises RasaUnavailable for the adapter to render."""
     started = time.perf_counter()
+    ctx.note_turn(customer_id, channel)
     if not text or not text.strip():
         ctx.metrics.count_turn(channel, "empty")
         return [BotMessage(text=messages.EMPTY_MESSAGE)]
