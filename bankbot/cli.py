@@ -113,6 +113,13 @@ def cmd_turns_bench(args: argparse.Namespace) -> int:
     return bench_turns(ProjectLayout(), turns=args.turns, console=console)
 
 
+def cmd_first_utterance_bench(args: argparse.Namespace) -> int:
+    from bankbot.first_utterance import bench_first_utterance
+
+    bench_first_utterance(Path(args.cases), Path(args.out))
+    return 0
+
+
 def cmd_sandbox_load(args: argparse.Namespace) -> int:
     from bankcore.database import unit_of_work
     from bankcore.errors import SandboxFormatError
@@ -219,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     foresight_data_cli.register(foresight, bench)
     foresight_model_cli.register(foresight, bench)
+
+    first = bench.add_parser("first-utterance", help="ambiguous first utterances with and without the foresight prior")
+    first.add_argument("--cases", default="tests/data/first_utterances.yml")
+    first.add_argument("--out", default="reports/foresight")
+    first.set_defaults(handler=cmd_first_utterance_bench)
 
     test = commands.add_parser("test", help="tester tools").add_subparsers(dest="test_command", required=True)
     test.add_parser("stories", help="rasa test core on bot/tests").set_defaults(handler=cmd_test_stories)
