@@ -132,18 +132,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _write_threshold(predictor: Any, valid: list[Any], model_dir: Path) -> None:
     """threshold.json from the calibrated validation predictions, when foresight.metrics offers the rule."""
     try:
-        from foresight.metrics import choose_threshold  # type: ignore[attr-defined,unused-ignore]
+        from foresight.metrics import choose_threshold
     except ImportError:
         console.print("foresight.metrics.choose_threshold not available: no threshold.json written")
         return
+    import math
+
+    import numpy as np
+
     known = [e for e in valid if e.contact.intent in predictor.intents]
     if not known:
         console.print("no validation examples: no threshold.json written")
         return
     probabilities = predictor.predict_proba(known)
-    labels = [e.contact.intent for e in known]
-    threshold = choose_threshold(probabilities, labels, predictor.intents, precision=PRECISION_TARGET)
-    if threshold is None:
+    labels = np.asarray([predictor.intents.index(e.contact.intent) for e in known])
+    threshold = choose_threshold(
+        probabilities.max(axis=1), probabilities.argmax(axis=1) == labels, target_precision=PRECISION_TARGET
+    )
+    if math.isinf(threshold):
         console.print(f"no confidence reaches top-1 precision {PRECISION_TARGET} on validation: no threshold.json")
         return
     record = {"threshold": float(threshold), "precision_target": PRECISION_TARGET, "n_valid": len(known)}

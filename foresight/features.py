@@ -159,6 +159,8 @@ class EncodedExamples:
     contact_calendar: np.ndarray  # int64 [n, 3]: hour, weekday, day of month - 1 (UTC)
     profile_categorical: np.ndarray  # int64 [n, P]
     profile_numeric: np.ndarray  # float32 [n, Q]
+    # Ages beyond this (seconds) are read as this age: the model never extrapolates to ages training rarely saw.
+    time_horizon: float = math.inf
 
     def __len__(self) -> int:
         return len(self.contact_ts)
@@ -202,6 +204,7 @@ class FeatureSpace:
         self.profile_edges = profile_edges
         self.profile_values = profile_values
         self.max_attrs = max_attrs
+        self.time_horizon = math.inf  # set from the training ages (set_time_horizon)
         self._attributes: dict[tuple[str, str], _Attribute] = {}
         self._layouts: dict[tuple[str, tuple[str, ...]], list[_Attribute]] = {}
         self._category_ids: dict[tuple[str, str], int] = {}
@@ -486,7 +489,21 @@ class FeatureSpace:
             contact_calendar=calendar,
             profile_categorical=profile_categorical,
             profile_numeric=profile_numeric,
+            time_horizon=self.time_horizon,
         )
+
+    def set_time_horizon(self, encoded: EncodedExamples, quantile: float = 0.99) -> None:
+        """Cap ages at the `quantile` of event ages in (training) `encoded`.
+
+        Older events are rare in training (a history is only as long as the data), so their time embeddings
+        are barely trained; reading them as the oldest well-trained age keeps them from acting like fresh ones.
+        """
+        if len(encoded.rows) == 0:
+            return
+        contact = np.repeat(encoded.contact_ts, encoded.lengths)
+        ages = contact - encoded.event_ts[encoded.rows]
+        self.time_horizon = float(np.quantile(ages, quantile))
+        encoded.time_horizon = self.time_horizon
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
@@ -506,13 +523,14 @@ class FeatureSpace:
             "profile_values": self.profile_values.tokens[2:],
             "max_attrs": self.max_attrs,
             "time_buckets": TIME_BUCKETS,
+            "time_horizon": None if math.isinf(self.time_horizon) else self.time_horizon,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FeatureSpace:
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported features format {data.get('format_version')!r}")
-        return cls(
+        space = cls(
             event_types=Vocabulary(data["event_types"]),
             channels=Vocabulary(data["channels"]),
             attr_keys=Vocabulary(data["attr_keys"]),
@@ -527,6 +545,9 @@ class FeatureSpace:
             profile_values=Vocabulary(data["profile_values"]),
             max_attrs=int(data["max_attrs"]),
         )
+        horizon = data.get("time_horizon")
+        space.time_horizon = math.inf if horizon is None else float(horizon)
+        return space
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,10 @@ class Reliability:
     accuracy: list[float]  # top-1 accuracy per bin (nan where empty)
     count: list[int]
 
-    def to_json(self) -> dict[str, list[float] | list[int]]:
-        return {k: [None if isinstance(v, float) and math.isnan(v) else v for v in vs] for k, vs in asdict(self).items()}
+    def to_json(self) -> dict[str, list[Any]]:
+        return {
+            k: [None if isinstance(v, float) and math.isnan(v) else v for v in vs] for k, vs in asdict(self).items()
+        }
 
 
 def confidence_and_correct(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

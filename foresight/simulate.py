@@ -311,7 +311,7 @@ class _Generator:
         c, t = np.concatenate([c1, c2]), np.concatenate([t1, t2])
         n = c.size
         lock_hours = np.asarray((1, 24))[self.choice(n, ("1", "24"), (0.7, 0.3))]
-        self.add(
+        locked = self.add(
             "password_locked",
             c,
             t,
@@ -329,7 +329,7 @@ class _Generator:
         amount = self.amount(n, 8.0, 1.4)
         reason = self.choice(n, _TRANSFER_REASONS, (0.35, 0.2, 0.15, 0.2, 0.1))
         big = amount >= 50_000
-        self.add(
+        failed = self.add(
             "transfer_failed",
             c,
             t,
@@ -413,7 +413,7 @@ class _Generator:
         n = c.size
         kind = np.concatenate([expiring.attrs["card_kind"][i1], frozen.attrs["card_kind"][i2]])
         courier = self.choice(n, _COURIERS, (0.5, 0.3, 0.2))
-        self.add(
+        shipped = self.add(
             "card_shipped",
             c,
             t,
@@ -431,7 +431,7 @@ class _Generator:
         amount = self.amount(n, 8.3, 1.0)
         days_left = self.rng.integers(0, 11, n)
         urgent = days_left <= 3
-        self.add(
+        due = self.add(
             "credit_card_due",
             c,
             t,
@@ -663,6 +663,52 @@ class _Generator:
             1,
         )
 
+        # Resolutions: many customers settle the matter themselves, and then do not ask about it. A resolving
+        # event cancels its cause's effect (same size, same half-life), so what counts is the order of the two.
+        for origin, name, probability, delay_h, channels, effects, copied in (
+            (locked, "password_reset", 0.5, 2.0, {"app": 0.7, "miniprogram": 0.3}, [("reset_password", -2.6)], ()),
+            (
+                failed,
+                "transfer_succeeded",
+                0.4,
+                3.0,
+                {"core": 1.0},
+                [("failed_transfer_inquiry", -1.8), ("transfer_money", -0.8)],
+                ("amount",),
+            ),
+            (
+                shipped,
+                "card_activated",
+                0.5,
+                24.0,
+                {"app": 0.6, "branch": 0.2, "ivr": 0.2},
+                [("activate_card", -2.4)],
+                ("card_kind",),
+            ),
+            (
+                due,
+                "credit_card_repaid",
+                0.5,
+                24.0,
+                {"core": 1.0},
+                [("credit_card_repay", -2.0), ("credit_card_bill", -1.0)],
+                ("amount",),
+            ),
+        ):
+            c, t, parent = self.children(origin, probability, delay_h)
+            n = c.size
+            self.add(
+                name,
+                c,
+                t,
+                self.channel(n, channels),
+                {key: origin.attrs[key][parent] for key in copied},
+                [(intent, np.full(n, weight)) for intent, weight in effects],
+                0.0,
+                origin.half_life_h,
+                1,
+            )
+
         # Pure noise: no effect on the intent, never triggers a contact.
         for name, rate, channels, columns in (
             ("push_opened", 0.04, {"app": 1.0}, {"campaign": _CAMPAIGNS}),
@@ -685,7 +731,10 @@ class _Generator:
 
 _DEVICES = ("ios", "android", "harmonyos")
 _LOGIN_CAUSES = ("wrong_password", "wrong_otp", "device_change")
-_TRANSFER_REASONS = ("insufficient_funds", "payee_bank_down", "limit_exceeded", "wrong_account_name", "risk_control")
+# The sandbox bank's own failure codes (bankcore.transfers), so simulated and live core events share them.
+_TRANSFER_REASONS = (
+    "insufficient_funds", "payee_bank_down", "over_single_limit", "payee_account_closed", "risk_control"
+)
 _MERCHANTS = ("online", "overseas", "supermarket", "fuel", "travel")
 _DECLINE_REASONS = ("insufficient_funds", "card_expired", "risk_control", "wrong_pin")
 _CARD_KINDS = ("debit", "credit")
@@ -709,6 +758,7 @@ _CATEGORICAL_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("card_declined", "reason"): _DECLINE_REASONS,
     ("card_expiring", "card_kind"): _CARD_KINDS,
     ("card_frozen", "card_kind"): _CARD_KINDS,
+    ("card_activated", "card_kind"): _CARD_KINDS,
     ("card_shipped", "card_kind"): _CARD_KINDS,
     ("card_shipped", "courier"): _COURIERS,
     ("statement_issued", "statement"): _CARD_KINDS,
@@ -836,6 +886,10 @@ _ALL_TYPES: tuple[str, ...] = (
     "page_view_home",
     "wechat_article_read",
     "points_redeemed",
+    "password_reset",
+    "transfer_succeeded",
+    "card_activated",
+    "credit_card_repaid",
 )
 _NONCORE_KEYS: frozenset[str] = frozenset(
     {
@@ -1041,7 +1095,10 @@ def _draw_contacts(
         np.where((leaning >= 0) & (draw < 0.8), np.maximum(leaning, 0), rng.integers(0, len(CONTACT_CHANNELS), n)),
     )
     order = np.lexsort((t, customer))
-    return customer[order], t[order], channel[order]
+    customer, t, channel = customer[order], t[order], channel[order]
+    # One contact per customer and second: (customer_id, ts) identifies a contact and its posterior.
+    first = np.r_[True, (customer[1:] != customer[:-1]) | (t[1:] != t[:-1])]
+    return customer[first], t[first], channel[first]
 
 
 class PosteriorPredictor:

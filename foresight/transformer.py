@@ -2,8 +2,9 @@
 
 The sequence is a CLS-like token (profile, contact channel and calendar) followed by the events, newest first;
 each event token is the sum of its type, channel, time-before-contact bucket and pooled attribute embeddings,
-fed to `transformers.BertModel` as `inputs_embeds`. The CLS output goes through a linear head over the intents
-seen in training. Nothing is downloaded: the encoder is built from a `BertConfig`.
+fed to `transformers.BertModel` as `inputs_embeds`. The logits over the intents seen in training are a linear head
+on the CLS output plus, summed over events, a small per-event head on each event token (reasons to call add up).
+Nothing is downloaded: the encoder is built from a `BertConfig`.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class TrainConfig:
 
 
 class ForesightNetwork(nn.Module):
-    """Token embeddings + BertModel + a linear head on the first (CLS-like) position."""
+    """Token embeddings + BertModel; logits = a linear head on the CLS-like output + per-event logits summed."""
 
     def __init__(self, bert_config: BertConfig, features: FeatureSpace, n_intents: int) -> None:
         super().__init__()
@@ -146,7 +147,11 @@ class ForesightNetwork(nn.Module):
         attention_mask = None
         if mask is not None:
             attention_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1).to(torch.long)
-        hidden = self.bert(inputs_embeds=tokens, attention_mask=attention_mask).last_hidden_state
+        # One position id for all: order and recency come from the time features, and absolute positions
+        # would tie the encoder to the history lengths seen in training.
+        positions = torch.zeros((1, tokens.shape[1]), dtype=torch.long)
+        output = self.bert(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=positions)
+        hidden = output.last_hidden_state
         per_event = self.event_head(events)
         if mask is not None:
             per_event = per_event * mask.unsqueeze(-1).to(per_event.dtype)
@@ -165,7 +170,7 @@ def collate(encoded: EncodedExamples, index: np.ndarray) -> dict[str, torch.Tens
     rows = np.concatenate([encoded.rows, np.zeros(1, dtype=np.int64)])
     where = np.where(present, encoded.ptr[index][:, None] + positions[None, :], len(rows) - 1)
     event_rows = rows[where]  # row 0 (padding) where there is no event
-    seconds = encoded.contact_ts[index][:, None] - encoded.event_ts[event_rows]
+    seconds = np.minimum(encoded.contact_ts[index][:, None] - encoded.event_ts[event_rows], encoded.time_horizon)
     scale = np.where(present, time_scale(seconds) / 17.0, 0.0).astype(np.float32)
     batch = {
         "event_type": torch.from_numpy(encoded.event_type[event_rows]),
@@ -351,33 +356,6 @@ def _labels(examples: Sequence[Example], index: dict[str, int]) -> tuple[np.ndar
     return np.asarray(keep, dtype=np.int64), np.asarray(labels, dtype=np.int64)
 
 
-def _subset(encoded: EncodedExamples, keep: np.ndarray) -> EncodedExamples:
-    """The examples `keep` of `encoded` (the event table is shared, not copied)."""
-    lengths = encoded.lengths[keep]
-    ptr = np.zeros(len(keep) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    rows = (
-        np.concatenate([encoded.rows[encoded.ptr[i] : encoded.ptr[i + 1]] for i in keep])
-        if len(keep)
-        else np.zeros(0, dtype=np.int64)
-    )
-    return EncodedExamples(
-        event_type=encoded.event_type,
-        event_channel=encoded.event_channel,
-        event_ts=encoded.event_ts,
-        event_attr_key=encoded.event_attr_key,
-        event_attr_value=encoded.event_attr_value,
-        event_attr_number=encoded.event_attr_number,
-        ptr=ptr,
-        rows=rows.astype(np.int64),
-        contact_ts=encoded.contact_ts[keep],
-        contact_channel=encoded.contact_channel[keep],
-        contact_calendar=encoded.contact_calendar[keep],
-        profile_categorical=encoded.profile_categorical[keep],
-        profile_numeric=encoded.profile_numeric[keep],
-    )
-
-
 def train_transformer(
     train: Sequence[Example],
     valid: Sequence[Example],
@@ -399,6 +377,7 @@ def train_transformer(
         keep_train, y_train = _labels(train, intent_index)
         keep_valid, y_valid = _labels(valid, intent_index)
         train_encoded = features.encode([train[i] for i in keep_train], config.max_events)
+        features.set_time_horizon(train_encoded)
         valid_encoded = features.encode([valid[i] for i in keep_valid], config.max_events)
         train_labels = torch.from_numpy(y_train)
         valid_labels = torch.from_numpy(y_valid)
