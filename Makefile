@@ -9,7 +9,7 @@ export RASA_TELEMETRY_ENABLED := false
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns shell clean
+.PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance shell clean
 
 setup:
 	@tools/ensure-apt.sh
@@ -37,7 +37,7 @@ pytest: setup
 
 test: lint pytest
 
-bench: bench-nlu bench-turns
+bench: bench-nlu bench-turns bench-foresight bench-first-utterance
 
 bench-nlu: setup
 	$(PY) -m bankbot bench nlu
@@ -45,6 +45,16 @@ bench-nlu: setup
 bench-turns: setup
 	$(PY) -m bankbot train
 	$(PY) -m bankbot bench turns --turns 200
+
+# Simulate 100,000 customers, train the Transformer, compare it with the baselines and the Bayes-optimal
+# posterior, then the single-customer latency of the model it trained.
+bench-foresight: setup
+	$(PY) -m bankbot bench foresight --customers 100000 --days 60 --seed 1 --model-dir reports/foresight/model
+	$(PY) -m bankbot bench foresight-latency --model reports/foresight/model
+
+bench-first-utterance: setup
+	$(PY) -m bankbot train
+	$(PY) -m bankbot bench first-utterance
 
 stories: setup
 	$(PY) -m bankbot test stories

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions import messages
-from actions.runtime import customer_id_of, session_factory, settings, utc_now
+from actions.runtime import channel_of, customer_id_of, session_factory, settings, utc_now
 from bankcore.database import unit_of_work
 from bankcore.events import public_channel
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("actions.foresight")
 
 FORESIGHT_SLOT = "foresight_top"
+# A `contact` event this recent belongs to the contact being predicted.
+_CURRENT_CONTACT = timedelta(minutes=5)
 METADATA_SLOT = "session_started_metadata"
 
 
@@ -56,6 +59,12 @@ def _predict_and_record(customer_id: str, gateway_channel: str, conversation_id:
     top: list[dict[str, Any]] = []
     service = foresight_service()
     with unit_of_work(session_factory()) as session:
+        # The gateway has usually just recorded this contact as a `contact` event: the contact starts then, and
+        # it is not evidence of itself. Predicting "as of" its start leaves it out (only events strictly before
+        # count), and the labelled contact gets the same time, so retraining sees what serving saw.
+        started = event_store.last_event_ts(session, customer_id, type=event_store.CONTACT_EVENT_TYPE, channel=channel)
+        if started is not None and now - _CURRENT_CONTACT <= started <= now:
+            now = started
         if service is not None:
             ranked = service.predict_for(session, customer_id, channel, now, k=100)
             if ranked is None:
@@ -93,8 +102,8 @@ class ActionSessionStart(Action):
             except Exception:
                 logger.exception("foresight at session start failed for %s", customer_id)
                 top = []
-            if top:
-                events.append(SlotSet(FORESIGHT_SLOT, top))
+            # Set even when empty: None means "not predicted in this session yet" to the greeting.
+            events.append(SlotSet(FORESIGHT_SLOT, top))
         events.append(ActionExecuted("action_listen"))
         return events
 
@@ -130,14 +139,25 @@ class ActionProactiveGreeting(Action):
         except Exception:
             logger.exception("could not read the customer for the greeting")
             salutation = None
+        events: list[EventType] = []
+        top = tracker.get_slot(FORESIGHT_SLOT)
+        if top is None and customer_id is not None:
+            # Rasa did not start a session for this turn (a conversation restarted through the API continues
+            # without one): predict and record the contact here, once.
+            try:
+                top = await asyncio.to_thread(_predict_and_record, customer_id, channel_of(tracker), tracker.sender_id)
+            except Exception:
+                logger.exception("foresight at the opening failed for %s", customer_id)
+                top = []
+            events.append(SlotSet(FORESIGHT_SLOT, top))
         service = foresight_service()
-        need = offered_need(tracker.get_slot(FORESIGHT_SLOT), service.threshold) if service is not None else None
+        need = offered_need(top, service.threshold) if service is not None else None
         if need is None:
             if salutation is None:
                 dispatcher.utter_message(response="utter_greet")
             else:
                 dispatcher.utter_message(response="utter_greet_named", surname=salutation[0], title=salutation[1])
-            return []
+            return events
         dispatcher.utter_message(
             response="utter_foresight_offer",
             salutation=messages.FORESIGHT_SALUTATION.format(surname=salutation[0], title=salutation[1])
@@ -149,7 +169,7 @@ class ActionProactiveGreeting(Action):
                 {"title": messages.FORESIGHT_NO, "payload": "/deny"},
             ],
         )
-        return [SlotSet("pending_confirmation", "foresight"), SlotSet("pending_subject", need)]
+        return [*events, SlotSet("pending_confirmation", "foresight"), SlotSet("pending_subject", need)]
 
 
 def reroute_to_intent(tracker: Tracker, intent: str) -> list[EventType]:

@@ -26,6 +26,7 @@ async def open_conversation(
     metadata: dict[str, Any] = {"locale": LOCALE, **(extra_metadata or {})}
     metadata.update(customer_id=customer_id, channel=channel)
     metadata.pop("otp_digest", None)
+    ctx.note_turn(customer_id, channel)
     try:
         replies = await ctx.rasa.send_message(sender_id_for(channel, customer_id), CONTACT_OPENED, metadata)
     except RasaUnavailable:

@@ -733,7 +733,11 @@ _DEVICES = ("ios", "android", "harmonyos")
 _LOGIN_CAUSES = ("wrong_password", "wrong_otp", "device_change")
 # The sandbox bank's own failure codes (bankcore.transfers), so simulated and live core events share them.
 _TRANSFER_REASONS = (
-    "insufficient_funds", "payee_bank_down", "over_single_limit", "payee_account_closed", "risk_control"
+    "insufficient_funds",
+    "payee_bank_down",
+    "over_single_limit",
+    "payee_account_closed",
+    "risk_control",
 )
 _MERCHANTS = ("online", "overseas", "supermarket", "fuel", "travel")
 _DECLINE_REASONS = ("insufficient_funds", "card_expired", "risk_control", "wrong_pin")

@@ -66,8 +66,6 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
         "BANKBOT_DEV_LOGIN": "1",
         "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
         "BANKBOT_FORESIGHT_MODEL_DIR": str(foresight_model),
-        # The demo model's calibrated threshold is for the bank; the tests pin one so they do not move with it.
-        "BANKBOT_FORESIGHT_THRESHOLD": "0.3",
     }
     settings = Settings.from_env(env)
     migrate(settings.database_url)

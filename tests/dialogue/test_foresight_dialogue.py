@@ -31,34 +31,42 @@ def _live_contacts(live_stack, conversation_id: str) -> list[ContactRecord]:  # 
         return list(rows)
 
 
-def test_the_opening_names_yesterdays_failed_transfer_and_yes_goes_straight_into_it(live_stack, chat):  # type: ignore[no-untyped-def]
-    # C001's transfer to 刘洋 failed yesterday (the sandbox's core facts are events of the shared database).
-    customer = chat("C001")
+def test_the_opening_names_the_predicted_need_and_yes_goes_straight_into_it(live_stack, chat):  # type: ignore[no-untyped-def]
+    # C004's loan instalment is due in a few days: the sandbox's core facts are events of the shared database.
+    customer = chat("C004")
     opening = customer.open()
-    assert "王先生" in _text(opening) and "没有成功的转账" in _text(opening)
+    assert "陈女士您好，请问是要了解贷款还款吗" in _text(opening)
     assert {"/affirm", "/deny"} <= set(_payloads(opening))
     answer = customer.say("/affirm")
-    assert "刘洋" in answer and "销户" in answer
-    contact = _live_contacts(live_stack, "webchat:C001")[-1]
-    assert contact.predicted_intent == "failed_transfer_inquiry" and contact.predicted_p is not None
-    assert contact.intent == "failed_transfer_inquiry"
+    assert "下期还款日" in answer
+    contact = _live_contacts(live_stack, "webchat:C004")[-1]
+    assert contact.predicted_intent == "loan_repayment" and contact.predicted_p is not None
+    assert contact.intent == "loan_repayment"
     assert contact.channel == "app"
 
 
 def test_no_to_the_guess_is_understood_normally(chat):  # type: ignore[no-untyped-def]
-    customer = chat("C001")
-    assert "没有成功的转账" in _text(customer.open())
+    customer = chat("C002")
+    assert "请问是要查询信用卡账单吗" in _text(customer.open())
     assert "请问有什么可以帮您" in customer.say("不是")
-    assert "3821" in customer.say("帮我查一下余额")
+    assert "6602" in customer.say("帮我查一下余额")
 
 
 def test_asking_something_else_after_the_guess_is_understood_normally(chat):  # type: ignore[no-untyped-def]
-    customer = chat("C001")
-    customer.open()
+    customer = chat("C004")
+    assert "请问是要了解贷款还款吗" in _text(customer.open())
     reply = customer.say("帮我查一下余额")
-    assert "3821" in reply and "没有成功" not in reply
-    # The guess lapsed: a later "确认" has nothing to confirm and moves nothing.
-    assert "刘洋" not in customer.say("确认")
+    assert "1188" in reply and "下期还款日" not in reply
+    # The guess lapsed: a later "确认" has nothing to confirm.
+    assert "下期还款日" not in customer.say("确认")
+
+
+def test_a_mixed_picture_below_the_threshold_gets_a_plain_named_greeting(chat):  # type: ignore[no-untyped-def]
+    # C001 has a failed transfer, a card bill, a loan instalment and a maturing deposit: no one reason is
+    # likely enough to name, so the greeting is the plain one.
+    opening = chat("C001").open()
+    assert "王先生您好，我是智能银行助手" in _text(opening)
+    assert _payloads(opening) == []
 
 
 def test_a_customer_the_model_knows_nothing_about_gets_a_plain_greeting(live_stack, chat):  # type: ignore[no-untyped-def]
@@ -79,7 +87,7 @@ def test_a_customer_the_model_knows_nothing_about_gets_a_plain_greeting(live_sta
             },
         )
     opening = chat("C0NEW").open()
-    assert "赵女士您好" in _text(opening)
+    assert "赵女士您好，我是智能银行助手" in _text(opening)
     assert _payloads(opening) == []
     contact = _live_contacts(live_stack, "webchat:C0NEW")[-1]
     assert contact.predicted_intent is None and contact.intent is None
