@@ -46,7 +46,6 @@ class LiveStack:
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     from bankbot.foresight_demo import ensure_demo_model
-
     from bankcore.core_facts import record_core_facts
     from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
     from bankcore.sandbox import seed_demo_if_empty
