@@ -38,6 +38,8 @@ def test_every_error_code_raised_by_the_core_has_a_response() -> None:
     for path in (ROOT / "bankcore").glob("*.py"):
         if path.name == "money.py":
             continue  # AmountError reasons are reported by the form as utter_error_invalid_amount
+        if path.name == "events.py":
+            continue  # RecordError names a field of an ingested record: answered to the API client, never a customer
         codes |= set(re.findall(r"(?:Error|Rejected)\(\s*\"([a-z_]+)\"", path.read_text(encoding="utf-8")))
     # Programming and data-loading errors never reach a customer's turn (they fall back to utter_error_generic).
     internal = {"invalid_priority", "unreachable", "version"}

@@ -61,14 +61,6 @@ def test_asking_something_else_after_the_guess_is_understood_normally(chat):  # 
     assert "下期还款日" not in customer.say("确认")
 
 
-def test_a_mixed_picture_below_the_threshold_gets_a_plain_named_greeting(chat):  # type: ignore[no-untyped-def]
-    # C001 has a failed transfer, a card bill, a loan instalment and a maturing deposit: no one reason is
-    # likely enough to name, so the greeting is the plain one.
-    opening = chat("C001").open()
-    assert "王先生您好，我是智能银行助手" in _text(opening)
-    assert _payloads(opening) == []
-
-
 def test_a_customer_the_model_knows_nothing_about_gets_a_plain_greeting(live_stack, chat):  # type: ignore[no-untyped-def]
     with unit_of_work(live_stack.db_session_factory) as session:
         load_sandbox(
