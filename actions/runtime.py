@@ -17,6 +17,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session, sessionmaker
 
+from actions import messages
 from bankcore.database import make_engine, make_session_factory, unit_of_work
 from bankcore.errors import BankError
 from bankcore.logging_setup import configure_logging
@@ -174,29 +175,9 @@ class BankAction(Action):
         return await run_in_bank(self.name(), customer_id, tracker, dispatcher, domain, self.act, self.on_bank_error)
 
 
-# The contact reasons the foresight model predicts: a skill serving one of them resolves the contact.
-CONTACT_REASONS = frozenset(
-    {
-        "check_balance",
-        "transaction_history",
-        "transfer_money",
-        "failed_transfer_inquiry",
-        "credit_card_bill",
-        "credit_card_repay",
-        "report_lost_card",
-        "replace_card",
-        "activate_card",
-        "reset_password",
-        "loan_repayment",
-        "deposit_maturity",
-        "branch_lookup",
-        "interest_rate",
-        "exchange_rate",
-        "report_fraud",
-        "human_handoff",
-        "complain",
-    }
-)
+# The contact reasons the foresight model predicts (each has its wording for the greeting): a skill serving
+# one of them resolves the contact.
+CONTACT_REASONS = frozenset(messages.FORESIGHT_NEEDS)
 
 
 def record_final_intent(tracker: Tracker) -> None:

@@ -118,14 +118,7 @@ class WebChatInput:
                 request.app[TURNS], customer_id=customer_id, channel=self.channel, text=text
             )
         except RasaUnavailable:
-            # The page shows `messages` like any reply; `error` tells scripts and monitors what happened.
-            return json_error(
-                503,
-                "assistant_unavailable",
-                messages.ASSISTANT_UNAVAILABLE,
-                headers={"Retry-After": "5"},
-                messages=[{"text": messages.ASSISTANT_UNAVAILABLE, "buttons": []}],
-            )
+            return _assistant_unavailable()
         return web.json_response(self._output.render(replies), headers=NO_STORE, dumps=dumps_utf8)
 
     async def open_conversation(self, request: web.Request) -> web.Response:
@@ -138,13 +131,7 @@ class WebChatInput:
         try:
             replies = await open_conversation(request.app[TURNS], customer_id=customer_id, channel=self.channel)
         except RasaUnavailable:
-            return json_error(
-                503,
-                "assistant_unavailable",
-                messages.ASSISTANT_UNAVAILABLE,
-                headers={"Retry-After": "5"},
-                messages=[{"text": messages.ASSISTANT_UNAVAILABLE, "buttons": []}],
-            )
+            return _assistant_unavailable()
         return web.json_response(self._output.render(replies), headers=NO_STORE, dumps=dumps_utf8)
 
     def _authenticate(self, request: web.Request) -> str | None:
@@ -156,6 +143,17 @@ class WebChatInput:
         except InvalidToken as error:
             logger.info("web chat token refused: %s", error)
             return None
+
+
+def _assistant_unavailable() -> web.Response:
+    # The page shows `messages` like any reply; `error` tells scripts and monitors what happened.
+    return json_error(
+        503,
+        "assistant_unavailable",
+        messages.ASSISTANT_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+        messages=[{"text": messages.ASSISTANT_UNAVAILABLE, "buttons": []}],
+    )
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
