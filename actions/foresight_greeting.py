@@ -83,6 +83,15 @@ def _predict_and_record(customer_id: str, gateway_channel: str, conversation_id:
     return top
 
 
+async def _foresee(customer_id: str, tracker: Tracker) -> list[dict[str, Any]]:
+    """`_predict_and_record` off the event loop; a failure is a log line and no prediction, never an error."""
+    try:
+        return await asyncio.to_thread(_predict_and_record, customer_id, channel_of(tracker), tracker.sender_id)
+    except Exception:
+        logger.exception("foresight failed for %s", customer_id)
+        return []
+
+
 class ActionSessionStart(Action):
     def name(self) -> str:
         return "action_session_start"
@@ -93,17 +102,10 @@ class ActionSessionStart(Action):
         if metadata:
             # SessionStarted clears the slots; the metadata is how later actions know the customer.
             events.append(SlotSet(METADATA_SLOT, metadata))
-        customer_id = metadata.get("customer_id") if isinstance(metadata, dict) else None
-        customer_id = customer_id if isinstance(customer_id, str) and customer_id else customer_id_of(tracker)
+        customer_id = customer_id_of(tracker)
         if customer_id:
-            gateway_channel = str(metadata.get("channel") or "unknown") if isinstance(metadata, dict) else "unknown"
-            try:
-                top = await asyncio.to_thread(_predict_and_record, customer_id, gateway_channel, tracker.sender_id)
-            except Exception:
-                logger.exception("foresight at session start failed for %s", customer_id)
-                top = []
             # Set even when empty: None means "not predicted in this session yet" to the greeting.
-            events.append(SlotSet(FORESIGHT_SLOT, top))
+            events.append(SlotSet(FORESIGHT_SLOT, await _foresee(customer_id, tracker)))
         events.append(ActionExecuted("action_listen"))
         return events
 
@@ -144,11 +146,7 @@ class ActionProactiveGreeting(Action):
         if top is None and customer_id is not None:
             # Rasa did not start a session for this turn (a conversation restarted through the API continues
             # without one): predict and record the contact here, once.
-            try:
-                top = await asyncio.to_thread(_predict_and_record, customer_id, channel_of(tracker), tracker.sender_id)
-            except Exception:
-                logger.exception("foresight at the opening failed for %s", customer_id)
-                top = []
+            top = await _foresee(customer_id, tracker)
             events.append(SlotSet(FORESIGHT_SLOT, top))
         service = foresight_service()
         need = offered_need(top, service.threshold) if service is not None else None

@@ -15,7 +15,7 @@ from actions.foresight_greeting import first_utterance_prior, reroute_to_intent
 from actions.runtime import BankAction, Turn
 from bankcore import branches, rates
 from bankcore.errors import BankError
-from foresight.prior import combine
+from foresight.prior import combine, nlu_ranking
 
 logger = logging.getLogger("actions.guidance")
 
@@ -178,11 +178,7 @@ class ActionOfferTopGuesses(Action):
         if _consecutive_fallbacks(tracker) >= 2:
             dispatcher.utter_message(response="utter_fallback_handoff")
             return [FollowupAction("action_human_handoff")]
-        ranking = [
-            (str(r["name"]), float(r.get("confidence") or 0.0))
-            for r in tracker.latest_message.get("intent_ranking") or []
-            if r.get("name") and r.get("name") != "nlu_fallback"
-        ]
+        ranking = nlu_ranking(tracker.latest_message)
         prior = first_utterance_prior(tracker)
         if prior:
             combined = combine(ranking, prior)

@@ -43,16 +43,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _gateway_metadata(tracker: Tracker, key: str) -> str | None:
+    """A value the gateway set in the metadata: of the latest message, or, for actions that run right after
+    the session starts, of the message that started it (Rasa keeps that in a slot)."""
+    for metadata in (tracker.latest_message.get("metadata"), tracker.get_slot("session_started_metadata")):
+        value = metadata.get(key) if isinstance(metadata, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def customer_id_of(tracker: Tracker) -> str | None:
     """The customer the gateway authenticated; the action server trusts nothing else (not slots, not text)."""
-    metadata = tracker.latest_message.get("metadata") or {}
-    customer_id = metadata.get("customer_id")
-    if isinstance(customer_id, str) and customer_id:
+    customer_id = _gateway_metadata(tracker, "customer_id")
+    if customer_id is not None:
         return customer_id
-    # Actions that run right after the session starts see the metadata in the slot Rasa keeps it in.
-    started = tracker.get_slot("session_started_metadata")
-    if isinstance(started, dict) and isinstance(started.get("customer_id"), str) and started["customer_id"]:
-        return str(started["customer_id"])
     for event in reversed(tracker.events):
         if event.get("event") in {"user", "session_started"}:
             metadata = event.get("metadata") or {}
@@ -62,8 +67,7 @@ def customer_id_of(tracker: Tracker) -> str | None:
 
 
 def channel_of(tracker: Tracker) -> str:
-    metadata = tracker.latest_message.get("metadata") or {}
-    return str(metadata.get("channel") or "unknown")
+    return _gateway_metadata(tracker, "channel") or "unknown"
 
 
 def _readable(value: Any) -> str:

@@ -10,7 +10,6 @@ an `event_id` are idempotent (events without one, profiles and contacts are not 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bankcore.events import FileRecordError, parse_contact, parse_event, parse_profile, read_jsonl
+from bankcore.events import FileRecordError, json_lines, parse_contact, parse_event, parse_profile, read_jsonl
 
 console = Console()
 errors = Console(stderr=True)
@@ -48,21 +47,14 @@ def register(commands: Any, bench: Any = None) -> None:
 
 def infer_kind(path: Path) -> str:
     """events when the first record has a type; contacts when it has an intent or a ts; else profiles."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FileRecordError(path, number, f"not JSON: {error.msg}") from None
-            if not isinstance(record, dict):
-                raise FileRecordError(path, number, "record: must be a JSON object")
-            if "type" in record:
-                return "events"
-            if "intent" in record or "ts" in record:
-                return "contacts"
-            return "profiles"
+    for number, record in json_lines(path):
+        if not isinstance(record, dict):
+            raise FileRecordError(path, number, "record: must be a JSON object")
+        if "type" in record:
+            return "events"
+        if "intent" in record or "ts" in record:
+            return "contacts"
+        return "profiles"
     return "events"  # an empty file: nothing to import whatever the kind
 
 

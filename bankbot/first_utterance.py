@@ -21,9 +21,8 @@ import yaml
 from bankcore.events import Contact, Event
 from foresight.dataset import Example
 from foresight.predictor import Predictor
-from foresight.prior import combine
+from foresight.prior import FALLBACK_INTENT, combine, nlu_ranking
 
-FALLBACK_INTENT = "nlu_fallback"
 # Any fixed instant: the cases give event times relative to the contact.
 _CONTACT_AT = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
 
@@ -110,11 +109,7 @@ def evaluate(cases: Sequence[Case], parse: Callable[[str], dict[str, Any]], pred
     for case, row in zip(cases, probabilities, strict=True):
         parsed = parse(case.text)
         top = str((parsed.get("intent") or {}).get("name") or "")
-        ranking = [
-            (str(r["name"]), float(r.get("confidence") or 0.0))
-            for r in parsed.get("intent_ranking") or []
-            if r.get("name") and r.get("name") != FALLBACK_INTENT
-        ]
+        ranking = nlu_ranking(parsed)
         fell_back = top == FALLBACK_INTENT
         plain = None if fell_back else top
         prior = {intent: float(p) for intent, p in zip(predictor.intents, row, strict=True)}

@@ -44,8 +44,14 @@ class StoreReport:
         return StoreReport(self.inserted + other.inserted, self.duplicates + other.duplicates)
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
+def _insert_with_conflict_clause(session: Session, table: Any) -> Any | None:
+    """The dialect's INSERT that takes ON CONFLICT (SQLite, PostgreSQL); None on dialects without one."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return None
 
 
 def _now() -> dt.datetime:
@@ -68,11 +74,10 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     """Insert rows that all carry an event_id; returns how many were new."""
     if not rows:
         return 0
-    dialect = _dialect(session)
     connection = session.connection()
-    if dialect in ("sqlite", "postgresql"):
-        module: Any = sqlite if dialect == "sqlite" else postgresql
-        statement = module.insert(_EVENTS).on_conflict_do_nothing(index_elements=["event_id"]).returning(_EVENTS.c.id)
+    upsert = _insert_with_conflict_clause(session, _EVENTS)
+    if upsert is not None:
+        statement = upsert.on_conflict_do_nothing(index_elements=["event_id"]).returning(_EVENTS.c.id)
         # insertmanyvalues: multi-row INSERT ... RETURNING pages; skipped conflicts return no row.
         return len(connection.execute(statement, rows).all())
     # Other dialects: skip the ids already stored. Not race-free; a racing duplicate raises IntegrityError.
@@ -122,11 +127,9 @@ def upsert_profiles(session: Session, profiles: Sequence[Profile]) -> int:
     rows = list(latest.values())
     if not rows:
         return 0
-    dialect = _dialect(session)
     connection = session.connection()
-    if dialect in ("sqlite", "postgresql"):
-        module: Any = sqlite if dialect == "sqlite" else postgresql
-        statement = module.insert(_PROFILES)
+    statement = _insert_with_conflict_clause(session, _PROFILES)
+    if statement is not None:
         statement = statement.on_conflict_do_update(
             index_elements=["customer_id"],
             set_={"attrs": statement.excluded.attrs, "updated_at": statement.excluded.updated_at},

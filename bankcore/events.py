@@ -239,21 +239,26 @@ class FileRecordError(ValueError):
         self.line = line
 
 
-def read_jsonl(path: str | Path, parse: Any) -> Iterator[Any]:
-    """Parsed records of a JSON Lines file, in order; blank lines skipped; the first bad line raises."""
+def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded JSON) for each non-blank line of a JSON Lines file; a line that is not JSON raises."""
     path = Path(path)
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise FileRecordError(path, number, f"not JSON: {exc.msg}") from None
-            try:
-                yield parse(record)
-            except RecordError as exc:
-                raise FileRecordError(path, number, exc) from None
+
+
+def read_jsonl(path: str | Path, parse: Any) -> Iterator[Any]:
+    """Parsed records of a JSON Lines file, in order; blank lines skipped; the first bad line raises."""
+    for number, record in json_lines(path):
+        try:
+            yield parse(record)
+        except RecordError as exc:
+            raise FileRecordError(Path(path), number, exc) from None
 
 
 def write_jsonl(path: str | Path, records: Iterator[Any] | list[Any]) -> int:

@@ -119,7 +119,7 @@ def _is_category(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class FeatureSpace:
+class AggregateFeatures:
     """Which hand-aggregated features exist, learned from the training vocabulary."""
 
     types: tuple[str, ...]  # the most frequent event types; the rest pool into OTHER_TYPE
@@ -139,7 +139,7 @@ class FeatureSpace:
         max_categorical: int = 48,
         max_values: int = 32,
         min_count: int = 5,
-    ) -> FeatureSpace:
+    ) -> AggregateFeatures:
         type_counts: Counter[str] = Counter()
         numeric: Counter[tuple[str, str]] = Counter()
         categorical: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
@@ -260,7 +260,7 @@ class FeatureSpace:
 
 
 class GradientBoostedBaseline:
-    """HistGradientBoostingClassifier on FeatureSpace features, early-stopped on its own validation fraction.
+    """HistGradientBoostingClassifier on the AggregateFeatures, early-stopped on its own validation fraction.
 
     OpenMP is held to `threads` (1 by default): on a busy machine libgomp's spin-waiting threads made a fit
     that takes 10 s on one thread take minutes on two.
@@ -271,7 +271,7 @@ class GradientBoostedBaseline:
     def __init__(
         self,
         intents: Sequence[str],
-        space: FeatureSpace,
+        space: AggregateFeatures,
         model: HistGradientBoostingClassifier,
         keep: np.ndarray,
         threads: int = 1,
@@ -298,7 +298,7 @@ class GradientBoostedBaseline:
     ) -> GradientBoostedBaseline:
         intents = tuple(intents) if intents is not None else training_intents(examples)
         labels = np.asarray(_labels(examples))
-        space = FeatureSpace.learn(examples)
+        space = AggregateFeatures.learn(examples)
         features = space.transform(examples)
         # A column with fewer than two distinct values carries nothing (and an all-missing one trips the binner).
         keep = np.asarray([np.unique(column[~np.isnan(column)]).size > 1 for column in features.T], dtype=bool)

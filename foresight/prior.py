@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+FALLBACK_INTENT = "nlu_fallback"
 DEFAULT_ACCEPT = 0.5
 DEFAULT_MARGIN = 0.15
 DEFAULT_CANDIDATES = 3
@@ -33,6 +35,15 @@ DEFAULT_MIN_CANDIDATE_MASS = 0.5
 class Combined:
     ranking: list[tuple[str, float]]  # best first, scores sum to 1 over the ranked intents
     accepted: str | None  # the intent to act on, or None: ask the customer
+
+
+def nlu_ranking(parse_data: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """NLU's intent ranking from a Rasa parse result, without the fallback pseudo-intent."""
+    return [
+        (str(r["name"]), float(r.get("confidence") or 0.0))
+        for r in parse_data.get("intent_ranking") or []
+        if r.get("name") and r.get("name") != FALLBACK_INTENT
+    ]
 
 
 def combine(
