@@ -59,10 +59,8 @@ def ensure_demo_model(layout: ProjectLayout, *, log: bool = True) -> Path:
 
 
 def _train(out: Path, *, progress: bool) -> None:
-    import numpy as np
-
     from foresight.dataset import build_examples, time_split
-    from foresight.metrics import choose_threshold
+    from foresight.evaluate import save_naming_threshold
     from foresight.simulate import simulate
     from foresight.transformer import TrainConfig, train_transformer
 
@@ -73,12 +71,4 @@ def _train(out: Path, *, progress: bool) -> None:
         split.train, split.valid, TrainConfig(seed=DEMO_SEED, max_epochs=DEMO_MAX_EPOCHS), progress=progress
     )
     model.save(out)
-    probabilities = model.predict_proba(split.valid)
-    index = {intent: i for i, intent in enumerate(model.intents)}
-    truth = np.array([index.get(str(e.contact.intent), -1) for e in split.valid])
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == truth
-    threshold = choose_threshold(confidence, correct, target_precision=TARGET_PRECISION)
-    (out / "threshold.json").write_text(
-        json.dumps({"threshold": float(threshold), "target_precision": TARGET_PRECISION, "source": "demo"}, indent=2)
-    )
+    save_naming_threshold(model, split.valid, out, TARGET_PRECISION)

@@ -130,31 +130,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _write_threshold(predictor: Any, valid: list[Any], model_dir: Path) -> None:
-    """threshold.json from the calibrated validation predictions, when foresight.metrics offers the rule."""
-    try:
-        from foresight.metrics import choose_threshold
-    except ImportError:
-        console.print("foresight.metrics.choose_threshold not available: no threshold.json written")
-        return
-    import math
+    """threshold.json from the calibrated validation predictions (foresight.evaluate's rule)."""
+    from foresight.evaluate import save_naming_threshold
 
-    import numpy as np
-
-    known = [e for e in valid if e.contact.intent in predictor.intents]
-    if not known:
-        console.print("no validation examples: no threshold.json written")
-        return
-    probabilities = predictor.predict_proba(known)
-    labels = np.asarray([predictor.intents.index(e.contact.intent) for e in known])
-    threshold = choose_threshold(
-        probabilities.max(axis=1), probabilities.argmax(axis=1) == labels, target_precision=PRECISION_TARGET
-    )
-    if math.isinf(threshold):
-        console.print(f"no confidence reaches top-1 precision {PRECISION_TARGET} on validation: no threshold.json")
-        return
-    record = {"threshold": float(threshold), "precision_target": PRECISION_TARGET, "n_valid": len(known)}
-    (model_dir / "threshold.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    console.print(f"threshold {float(threshold):.3f} (top-1 precision ≥ {PRECISION_TARGET} on validation)")
+    choice = save_naming_threshold(predictor, valid, model_dir, PRECISION_TARGET)
+    if choice.achieved:
+        console.print(f"threshold {choice.threshold:.3f} (top-1 precision ≥ {PRECISION_TARGET} on validation)")
+    else:
+        console.print(f"no confidence reaches top-1 precision {PRECISION_TARGET} on validation: never name the need")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -256,14 +256,29 @@ def plot_reliability(report: EvaluationReport, path: Path) -> None:
     figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
-def threshold_json(report: EvaluationReport) -> dict[str, Any] | None:
-    if report.threshold is None:
-        return None
-    data = report.threshold.to_json()
+def threshold_record(choice: ThresholdChoice, model: str | None) -> dict[str, Any]:
+    """What threshold.json holds; the service reads its "threshold"."""
+    data = choice.to_json()
     if data["threshold"] is None:
         # JSON has no infinity; a threshold above any probability means "never name the need".
         data["threshold"] = 1.01
-    return {**data, "model": report.threshold_model, "split": "valid"}
+    return {**data, "model": model, "split": "valid"}
+
+
+def threshold_json(report: EvaluationReport) -> dict[str, Any] | None:
+    if report.threshold is None:
+        return None
+    return threshold_record(report.threshold, report.threshold_model)
+
+
+def save_naming_threshold(
+    model: Predictor, valid: Sequence[Example], model_dir: str | Path, target_precision: float = TARGET_PRECISION
+) -> ThresholdChoice:
+    """Choose `model`'s naming threshold on the validation examples and save it as model_dir/threshold.json."""
+    choice = naming_threshold(model, valid, model.intents, target_precision)
+    path = Path(model_dir) / "threshold.json"
+    path.write_text(json.dumps(threshold_record(choice, model.name), indent=2) + "\n")
+    return choice
 
 
 def write_report(report: EvaluationReport, out_dir: str | Path) -> dict[str, Path]:
