@@ -11,6 +11,7 @@ from rasa_sdk.forms import FormValidationAction
 
 from actions import messages
 from actions.runtime import BankAction, Turn
+from actions.transfer_risk import risk_summary
 from bankcore import customer_care
 
 _MIN_COMPLAINT_CHARS = 8
@@ -59,7 +60,7 @@ class ActionHumanHandoff(BankAction):
             reason="customer_request",
             priority="normal",
             channel=turn.channel,
-            summary=conversation_summary(turn),
+            summary=" | ".join(part for part in (conversation_summary(turn), risk_summary(turn)) if part),
             now=turn.now,
         )
         queue = messages.HANDOFF_QUEUE_HIGH if handoff.priority == "high" else messages.HANDOFF_QUEUE_NORMAL

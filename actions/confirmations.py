@@ -12,7 +12,8 @@ from actions.cards import confirm_activation, confirm_replacement
 from actions.credit_and_loans import confirm_card_repayment, confirm_loan_repayment
 from actions.foresight_greeting import reroute_to_intent
 from actions.runtime import BankAction, Turn
-from actions.transfers import cancel_transfer, clear_pending, clear_transfer_slots, request_transfer_code
+from actions.transfer_risk import acknowledge_warning, assess_confirmed_transfer
+from actions.transfers import cancel_transfer, clear_pending, clear_transfer_slots
 from bankcore.errors import BankError
 
 _CONFIRMERS: dict[str, Callable[[Turn, str], None]] = {
@@ -58,7 +59,10 @@ class ActionConfirmPending(BankAction):
                 # Confirming again while the code is outstanding sends nothing new: the code is what's missing.
                 turn.dispatcher.utter_message(response="utter_code_still_needed")
                 return []
-            return request_transfer_code(turn, str(subject))
+            # The risk decision comes before any code is sent: it may warn, ask for the PIN, hold or block.
+            return assess_confirmed_transfer(turn, str(subject))
+        if pending == "risk_warning":
+            return acknowledge_warning(turn, str(subject))
         _CONFIRMERS[str(pending)](turn, str(subject))
         return clear_pending()
 
@@ -78,7 +82,7 @@ class ActionCancelPending(BankAction):
         if active_loop:
             events.append({"event": "active_loop", "name": None})
             events.append(SlotSet("requested_slot", None))
-        if pending == "transfer" and subject:
+        if pending in ("transfer", "risk_warning") and subject:
             cancel_transfer(turn, str(subject))
         elif active_loop == "transfer_form":
             turn.dispatcher.utter_message(response="utter_transfer_cancelled")

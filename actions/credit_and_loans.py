@@ -10,6 +10,7 @@ from rasa_sdk.events import EventType, SlotSet
 
 from actions import messages
 from actions.runtime import BankAction, Turn
+from actions.transfer_risk import repayment_allowed
 from bankcore import accounts, credit_cards, deposits, loans
 from bankcore.money import AmountError, format_amount, parse_amount
 
@@ -121,6 +122,12 @@ class ActionCreditCardRepay(BankAction):
 
 
 def confirm_card_repayment(turn: Turn, repayment_id: str) -> None:
+    pending = credit_cards.get_repayment(turn.session, turn.customer_id, repayment_id)
+    if pending.status == "pending_confirmation" and not repayment_allowed(
+        turn, "card_repayment", repayment_id, pending.amount
+    ):
+        credit_cards.cancel_repayment(turn.session, turn.customer_id, repayment_id)
+        return
     done = credit_cards.execute_repayment(turn.session, turn.customer_id, repayment_id, turn.now)
     after = credit_cards.statement(turn.session, turn.customer_id, last4=done.card_last4)
     turn.dispatcher.utter_message(
@@ -170,6 +177,9 @@ class ActionLoanRepayment(BankAction):
 def confirm_loan_repayment(turn: Turn, subject: str) -> None:
     # The idempotency key was minted at the read-back: confirming twice repays once.
     loan_id, source_id, idempotency_key = subject.split("|")
+    due = loans.get_loan(turn.session, turn.customer_id, loan_id)
+    if due.next_amount and not repayment_allowed(turn, "loan_repayment", idempotency_key, due.next_amount):
+        return
     done = loans.repay_instalment(
         turn.session,
         turn.customer_id,

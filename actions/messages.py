@@ -31,6 +31,11 @@ FAILURE_REASONS = {
     "over_daily_limit": ("超出当日转账限额", "可明天再试，或在手机银行调整限额。"),
     "account_frozen": ("账户处于冻结状态", "如需解冻请说“转人工”。"),
     "risk_rejected": ("交易存在风险被拦截", "如确认是本人操作，请说“转人工”核实。"),
+    "risk_blocked": ("交易存在较高风险被拦截", "如确认是本人操作，请说“转人工”核实。"),
+    "risk_hold": ("交易暂缓处理，等待我行致电核实", "工作人员核实后会为您办理。"),
+    "risk_not_cleared": ("交易未通过风险核验", "请重新发起转账。"),
+    "risk_unavailable": ("风险核验服务暂时不可用", "请稍后重新发起转账。"),
+    "pin_locked": ("交易密码错误次数过多", "请到网点重置交易密码。"),
 }
 FAILURE_REASON_UNKNOWN = ("处理失败", "如有疑问请说“转人工”。")
 
@@ -142,3 +147,17 @@ FORESIGHT_NEEDS = {
     "human_handoff": "转人工服务",
     "complain": "反映问题或投诉",
 }
+
+RISK_ACK_BUTTON = "我已知晓风险，继续转账"
+RISK_CANCEL_BUTTON = "取消转账"
+RISK_FREEZE_NOTE = "为保护您的资金，您的{name}（尾号{last4}）已临时冻结，请携带身份证件到网点解除。"
+RISK_ACTION_NAMES = {
+    "allow": "放行",
+    "step_up": "加强验证",
+    "warn": "风险提示",
+    "hold": "暂缓待核实",
+    "block": "拦截",
+}
+# What the human agent reads first on a handoff caused or accompanied by risk decisions.
+RISK_HANDOFF_SUMMARY = "风控{action}：转账{transfer} 向{payee}转账{amount}元。原因：{reasons}"
+RISK_SUMMARY_LINE = "风控记录 {when} {subject} {action}（{reasons}）"

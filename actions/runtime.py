@@ -43,7 +43,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _gateway_metadata(tracker: Tracker, key: str) -> str | None:
+def gateway_metadata(tracker: Tracker, key: str) -> str | None:
     """A value the gateway set in the metadata: of the latest message, or, for actions that run right after
     the session starts, of the message that started it (Rasa keeps that in a slot)."""
     for metadata in (tracker.latest_message.get("metadata"), tracker.get_slot("session_started_metadata")):
@@ -55,7 +55,7 @@ def _gateway_metadata(tracker: Tracker, key: str) -> str | None:
 
 def customer_id_of(tracker: Tracker) -> str | None:
     """The customer the gateway authenticated; the action server trusts nothing else (not slots, not text)."""
-    customer_id = _gateway_metadata(tracker, "customer_id")
+    customer_id = gateway_metadata(tracker, "customer_id")
     if customer_id is not None:
         return customer_id
     for event in reversed(tracker.events):
@@ -67,7 +67,7 @@ def customer_id_of(tracker: Tracker) -> str | None:
 
 
 def channel_of(tracker: Tracker) -> str:
-    return _gateway_metadata(tracker, "channel") or "unknown"
+    return gateway_metadata(tracker, "channel") or "unknown"
 
 
 def _readable(value: Any) -> str:

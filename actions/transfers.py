@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions import messages
 from actions.runtime import BankAction, Turn, customer_id_of, entity_values, run_in_bank, utter_bank_error
+from actions.transfer_risk import in_pin_stage, submit_pin
 from bankcore import accounts, customers, transfers
 from bankcore.errors import BankError
 from bankcore.money import AmountError, format_amount, parse_amount
@@ -247,6 +248,9 @@ class ActionSubmitCode(BankAction):
         if turn.slot("pending_confirmation") != "transfer" or not transfer_id or not isinstance(digest, str):
             turn.dispatcher.utter_message(response="utter_code_not_expected")
             return []
+        if in_pin_stage(turn, str(transfer_id)):
+            # The stronger verification comes first: this digest is the transaction PIN's.
+            return submit_pin(turn, str(transfer_id), digest)
         result = transfers.authorize(turn.session, turn.settings, turn.customer_id, str(transfer_id), digest, turn.now)
         if result.outcome == "wrong":
             turn.dispatcher.utter_message(response="utter_code_wrong", attempts_left=str(result.attempts_left))

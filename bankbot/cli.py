@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     model = ensure_trained(layout)
     factory = _open_bank(settings)
     with unit_of_work(factory) as session:
-        seeded = seed_demo_if_empty(session)
+        seeded = seed_demo_if_empty(session, pin_key=settings.secret_key)
     if seeded:
         console.print("sandbox bank seeded with the demo customers (C001-C004)")
     with unit_of_work(factory) as session:
@@ -125,11 +125,12 @@ def cmd_sandbox_load(args: argparse.Namespace) -> int:
     from bankcore.errors import SandboxFormatError
     from bankcore.sandbox import load_sandbox
 
-    factory = _open_bank(Settings.from_env())
+    settings = Settings.from_env()
+    factory = _open_bank(settings)
     try:
         document = json.loads(Path(args.file).read_text(encoding="utf-8"))
         with unit_of_work(factory) as session:
-            report = load_sandbox(session, document)
+            report = load_sandbox(session, document, pin_key=settings.secret_key)
     except (OSError, json.JSONDecodeError) as error:
         console.print(f"[red]cannot read {args.file}: {error}[/]")
         return 2

@@ -89,7 +89,7 @@ def bench_turns(layout: ProjectLayout, *, turns: int, console: Console) -> int:
         settings = Settings.from_env(env)
         migrate(settings.database_url)
         with unit_of_work(make_session_factory(make_engine(settings.database_url))) as session:
-            seed_demo_if_empty(session)
+            seed_demo_if_empty(session, pin_key=settings.secret_key)
         stack = Stack(layout, env, model)
         console.print("starting the stack...")
         stack.start()

@@ -191,6 +191,10 @@ def _load(session: Session, customer_id: str, repayment_id: str) -> CardRepaymen
     return repayment
 
 
+def get_repayment(session: Session, customer_id: str, repayment_id: str) -> RepaymentView:
+    return _view(session, _load(session, customer_id, repayment_id))
+
+
 def execute_repayment(session: Session, customer_id: str, repayment_id: str, now: dt.datetime) -> RepaymentView:
     """Move the money once; calling again returns the stored outcome and moves nothing."""
     repayment = _load(session, customer_id, repayment_id)

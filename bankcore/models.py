@@ -142,6 +142,8 @@ class Customer(Base):
     # NULL means the bank-wide limit from settings applies.
     single_transfer_limit: Mapped[Decimal | None] = mapped_column(Money())
     daily_transfer_limit: Mapped[Decimal | None] = mapped_column(Money())
+    # HMAC of the 6-digit transaction PIN (bankcore.verification.digest_code); NULL: no PIN set.
+    pin_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
@@ -202,6 +204,9 @@ class Payee(Base):
     # Set when the payee banks with us: the money lands on that account inside our ledger.
     internal_account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
     external_status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | closed | invalid
+    # ISO 3166-1 alpha-2 country of the payee's bank: anything but CN is a cross-border transfer.
+    country: Mapped[str] = mapped_column(String(2), default="CN", server_default="CN")
+    created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Journal(Base):
@@ -488,3 +493,45 @@ class ContactRecord(Base):
     # Live contacts: the Rasa conversation and session they belong to, so the final intent finds its row.
     conversation_id: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class RiskDecision(Base):
+    """One risk decision with its inputs and reasons (the audit trail); the latest per subject is in force."""
+
+    __tablename__ = "risk_decisions"
+    __table_args__ = (
+        Index("ix_risk_decisions_customer_created", "customer_id", "created_at"),
+        Index("ix_risk_decisions_subject", "subject_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))  # transfer | card_repayment | loan_repayment
+    subject_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))  # allow | step_up | warn | hold | block
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The signals (secrets never among them) and the features the decision was computed from.
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    score: Mapped[float | None] = mapped_column(Float)
+    warning_key: Mapped[str | None] = mapped_column(String(64))
+    freeze: Mapped[bool] = mapped_column(Boolean, default=False)
+    rules_version: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    stepped_up_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class RiskWatchlistEntry(Base):
+    """The bank's fraud list: payee accounts (bankcore.risk.signals.payee_key), devices, caller numbers."""
+
+    __tablename__ = "risk_watchlist"
+    __table_args__ = (UniqueConstraint("kind", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # payee | device | caller
+    key: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)

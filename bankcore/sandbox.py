@@ -34,9 +34,12 @@ from bankcore.models import (
     Loan,
     LoanInstalment,
     Payee,
+    RiskWatchlistEntry,
     SmsOutbox,
     Transfer,
 )
+from bankcore.risk.signals import payee_key
+from bankcore.verification import digest_code
 
 DEMO_BANK_PATH = Path(__file__).resolve().parent / "demo_bank.json"
 BANK_ZONE = ZoneInfo("Asia/Shanghai")  # "today" in documents is the bank's local day
@@ -46,6 +49,8 @@ _RELATIVE = re.compile(r"^(today|now)((?:\s*[+-]\s*\d+\s*(?:mo|min|w|d|h))*)$")
 _TERM = re.compile(r"([+-])\s*(\d+)\s*(mo|min|w|d|h)")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}$")
 _LAST4 = re.compile(r"^\d{4}$")
+_PIN = re.compile(r"^\d{6}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -256,6 +261,7 @@ class _Parsed:
     branches: list[dict[str, Any]] = field(default_factory=list)
     interest_rates: list[dict[str, Any]] = field(default_factory=list)
     exchange_rates: list[dict[str, Any]] = field(default_factory=list)
+    watchlist: list[dict[str, Any]] = field(default_factory=list)
     paths: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, id) -> JSON path
 
 
@@ -271,7 +277,7 @@ def _parse(data: Any, now: dt.datetime) -> _Parsed:
     top = r.obj(
         data,
         "$",
-        {"version", "customers", "branches", "interest_rates", "exchange_rates", "description"},
+        {"version", "customers", "branches", "interest_rates", "exchange_rates", "description", "risk_watchlist"},
         set(),
     )
     if top.get("version", FORMAT_VERSION) != FORMAT_VERSION:
@@ -288,6 +294,7 @@ def _parse(data: Any, now: dt.datetime) -> _Parsed:
                 "title",
                 "phone",
                 "timezone",
+                "pin",
                 "single_transfer_limit",
                 "daily_transfer_limit",
                 "identities",
@@ -315,6 +322,7 @@ def _parse(data: Any, now: dt.datetime) -> _Parsed:
                 "title": r.text(c["title"], f"{cpath}.title", 8),
                 "phone": r.text(c["phone"], f"{cpath}.phone", 32) if c.get("phone") else None,
                 "timezone": timezone,
+                "_pin": r.text(c["pin"], f"{cpath}.pin", 6, _PIN) if c.get("pin") is not None else None,
                 "single_transfer_limit": (
                     r.money(c["single_transfer_limit"], f"{cpath}.single_transfer_limit", zero=False)
                     if c.get("single_transfer_limit") is not None
@@ -450,7 +458,16 @@ def _parse(data: Any, now: dt.datetime) -> _Parsed:
             p = r.obj(
                 raw_payee,
                 ppath,
-                {"id", "name", "bank_name", "account_last4", "internal_account_id", "external_status"},
+                {
+                    "id",
+                    "name",
+                    "bank_name",
+                    "account_last4",
+                    "internal_account_id",
+                    "external_status",
+                    "country",
+                    "created_at",
+                },
                 {"id", "name", "bank_name"},
             )
             pid = r.ident(p["id"], f"{ppath}.id")
@@ -472,6 +489,8 @@ def _parse(data: Any, now: dt.datetime) -> _Parsed:
                         f"{ppath}.external_status",
                         ("ok", "closed", "invalid"),
                     ),
+                    "country": r.text(p.get("country", "CN"), f"{ppath}.country", 2, _COUNTRY),
+                    "created_at": r.timestamp(p["created_at"], f"{ppath}.created_at") if p.get("created_at") else None,
                     "_path": ppath,
                 }
             )
@@ -685,6 +704,19 @@ def _parse(data: Any, now: dt.datetime) -> _Parsed:
                 "as_of": r.timestamp(x["as_of"], f"{xpath}.as_of") if x.get("as_of") else now,
             }
         )
+    for wpath, raw_entry in r.items(top, "risk_watchlist", ""):
+        w = r.obj(raw_entry, wpath, {"kind", "bank_name", "account_last4", "name", "key", "reason"}, {"kind"})
+        kind = r.choice(w["kind"], f"{wpath}.kind", ("payee", "device", "caller"))
+        if kind == "payee":
+            if not (w.get("bank_name") and w.get("name")):
+                raise SandboxFormatError(wpath, "a payee entry needs bank_name, name and (usually) account_last4")
+            last4 = r.text(w["account_last4"], f"{wpath}.account_last4", 4, _LAST4) if w.get("account_last4") else None
+            key = payee_key(
+                r.text(w["bank_name"], f"{wpath}.bank_name", 64), last4, r.text(w["name"], f"{wpath}.name", 64)
+            )
+        else:
+            key = r.text(w.get("key"), f"{wpath}.key", 200)
+        parsed.watchlist.append({"kind": kind, "key": key, "reason": r.text(w.get("reason", ""), f"{wpath}.reason")})
     return parsed
 
 
@@ -742,8 +774,13 @@ def _check_ref(session: Session, parsed: _Parsed, path: str, account_id: str, ow
         raise SandboxFormatError(path, f"account {account_id!r} belongs to another customer")
 
 
-def load_sandbox(session: Session, data: Mapping[str, Any], *, now: dt.datetime | None = None) -> LoadReport:
+def load_sandbox(
+    session: Session, data: Mapping[str, Any], *, now: dt.datetime | None = None, pin_key: str | None = None
+) -> LoadReport:
     """Validate the whole document first, then upsert it by id; balances are reached through journals.
+
+    Customers' transaction PINs are stored as their keyed digest under `pin_key` (the settings' secret key,
+    the key the gateway digests typed codes with); without a key they are not stored.
 
     New accounts get an opening journal (from the internal opening account) dated before their
     history, then their history lines and completed past transfers in time order, so every entry's
@@ -987,6 +1024,20 @@ def load_sandbox(session: Session, data: Mapping[str, Any], *, now: dt.datetime 
                 ],
             )
             report.journals += 1
+    for customer_values in parsed.customers:
+        if customer_values["_pin"] is not None and pin_key is not None:
+            customer = session.get(Customer, customer_values["id"])
+            assert customer is not None
+            customer.pin_digest = digest_code(pin_key, customer_values["_pin"])
+    for entry in parsed.watchlist:
+        exists = session.scalar(
+            select(RiskWatchlistEntry.id).where(
+                RiskWatchlistEntry.kind == entry["kind"], RiskWatchlistEntry.key == entry["key"]
+            )
+        )
+        if exists is None:
+            session.add(RiskWatchlistEntry(**entry, added_at=now))
+            report._count("risk_watchlist", True)
     session.flush()
     return report
 
@@ -1011,25 +1062,29 @@ def _post_unchecked(
     return journal.id
 
 
-def load_file(session: Session, path: str | Path, *, now: dt.datetime | None = None) -> LoadReport:
+def load_file(
+    session: Session, path: str | Path, *, now: dt.datetime | None = None, pin_key: str | None = None
+) -> LoadReport:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise SandboxFormatError(
             f"$ (line {error.lineno}, column {error.colno})", f"invalid JSON: {error.msg}"
         ) from None
-    return load_sandbox(session, data, now=now)
+    return load_sandbox(session, data, now=now, pin_key=pin_key)
 
 
 def demo_document() -> dict[str, Any]:
     return dict(json.loads(DEMO_BANK_PATH.read_text(encoding="utf-8")))
 
 
-def seed_demo_if_empty(session: Session, *, now: dt.datetime | None = None) -> LoadReport | None:
+def seed_demo_if_empty(
+    session: Session, *, now: dt.datetime | None = None, pin_key: str | None = None
+) -> LoadReport | None:
     """Load bankcore/demo_bank.json when there are no customers yet; None when the bank already has some."""
     if session.scalar(select(Customer.id).limit(1)) is not None:
         return None
-    return load_sandbox(session, demo_document(), now=now)
+    return load_sandbox(session, demo_document(), now=now, pin_key=pin_key)
 
 
 def outbox(session: Session, customer_id: str, limit: int = 20) -> list[SmsView]:

@@ -55,6 +55,11 @@ class Settings:
     foresight_model_dir: Path = Path("models/foresight")
     # Confidence above which the greeting names the predicted need; None: the threshold saved with the model.
     foresight_threshold: float | None = None
+    # The risk rules file ops edit, and the learned risk score's directory (empty or missing: rules only).
+    risk_rules_path: Path = PROJECT_ROOT / "bankcore" / "risk" / "rules.yaml"
+    risk_model_dir: Path = Path("models/risk")
+    # Hours within which the bank calls back about a held transfer (said to the customer).
+    risk_callback_hours: int = 2
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -89,5 +94,10 @@ class Settings:
             foresight_threshold=(
                 float(env["BANKBOT_FORESIGHT_THRESHOLD"]) if env.get("BANKBOT_FORESIGHT_THRESHOLD") else None
             ),
+            risk_rules_path=Path(
+                env.get("BANKBOT_RISK_RULES", str(PROJECT_ROOT / "bankcore" / "risk" / "rules.yaml"))
+            ).resolve(),
+            risk_model_dir=Path(env.get("BANKBOT_RISK_MODEL_DIR", str(PROJECT_ROOT / "models" / "risk"))).resolve(),
+            risk_callback_hours=int(env.get("BANKBOT_RISK_CALLBACK_HOURS", "2")),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -19,6 +19,10 @@ from bankcore.database import lock_customer
 from bankcore.errors import InvalidStateError, NotFoundError, TransferRejected
 from bankcore.ledger import Leg, available, checked_amount, lock_accounts, new_id, post
 from bankcore.models import CLEARING_ACCOUNT_ID, Account, Customer, Payee, Transfer
+from bankcore.risk import store as risk_store
+from bankcore.risk.engine import Decision
+from bankcore.risk.gather import SessionContext
+from bankcore.risk.service import RiskService
 from bankcore.settings import Settings
 
 PENDING_CONFIRMATION = "pending_confirmation"
@@ -28,6 +32,8 @@ EXECUTING = "executing"  # only inside the executing transaction; never committe
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
+# Stopped by the risk service for a call-back: not executed, not counted, cancellable.
+HELD = "held"
 FINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)
 # Transfers that count against the daily limit.
 COUNTED_STATUSES = (COMPLETED, AUTHORIZED)
@@ -218,6 +224,10 @@ def request_verification(
     transfer = _load(session, customer_id, transfer_id, lock=True)
     if transfer.status not in (PENDING_CONFIRMATION, AWAITING_VERIFICATION):
         raise InvalidStateError("transfer_not_pending", status=transfer.status)
+    problem = risk_store.clearance_problem(session, transfer.id)
+    if problem is not None:
+        # The code authorises the payment, so it is sent only once the risk checks are passed.
+        raise InvalidStateError("transfer_not_risk_cleared", reason=problem)
     payee = session.get(Payee, transfer.payee_id)
     assert payee is not None
     transfer.status = AWAITING_VERIFICATION
@@ -298,7 +308,10 @@ def execute(session: Session, settings: Settings, customer_id: str, transfer_id:
     single, daily = transfer_limits(settings, customer)
 
     failure: str | None = None
-    if source.status != "active":
+    if risk_store.clearance_problem(session, transfer.id) is not None:
+        # Defence in depth: authorisation required clearance already; execution checks it again.
+        failure = "risk_not_cleared"
+    elif source.status != "active":
         failure = "account_frozen"
     elif payee.external_status == "closed" or target.status == "closed":
         failure = "payee_account_closed"
@@ -332,6 +345,122 @@ def execute(session: Session, settings: Settings, customer_id: str, transfer_id:
     transfer.updated_at = now
     session.flush()
     return _view(session, transfer)
+
+
+@dataclass(frozen=True)
+class RiskOutcome:
+    decision: Decision
+    decision_id: str
+    transfer: TransferView
+    frozen_account_id: str | None  # the source account frozen by a block rule
+
+
+def assess_risk(
+    session: Session,
+    service: RiskService,
+    customer_id: str,
+    transfer_id: str,
+    context: SessionContext,
+    now: dt.datetime,
+) -> RiskOutcome:
+    """After the read-back is confirmed and before any code is sent: the risk decision, applied.
+
+    block cancels the transfer (and freezes the source account when the rule says so); hold parks it as
+    `held` for the bank's call-back; warn, step_up and allow leave it pending, and clearance_problem then
+    says what is still owed (acknowledgement, stronger verification). Raises RiskUnavailable: the caller
+    then moves no money.
+    """
+    transfer = _load(session, customer_id, transfer_id, lock=True)
+    if transfer.status != PENDING_CONFIRMATION:
+        raise InvalidStateError("transfer_not_pending", status=transfer.status)
+    payee = session.get(Payee, transfer.payee_id)
+    assert payee is not None
+    decision, stored = service.assess(
+        session,
+        kind="transfer",
+        customer_id=customer_id,
+        subject_id=transfer.id,
+        amount=transfer.amount,
+        currency=transfer.currency,
+        payee=payee,
+        context=context,
+        now=now,
+        exclude_transfer_id=transfer.id,
+    )
+    frozen: str | None = None
+    if decision.action == "block":
+        transfer.status = CANCELLED
+        transfer.failure_reason = "risk_blocked"
+        if decision.freeze:
+            source = lock_accounts(session, [transfer.source_account_id])[transfer.source_account_id]
+            source.status = "frozen"
+            frozen = source.id
+    elif decision.action == "hold":
+        transfer.status = HELD
+        transfer.failure_reason = "risk_hold"
+    transfer.updated_at = now
+    session.flush()
+    return RiskOutcome(decision, stored.id, _view(session, transfer), frozen)
+
+
+def cancel_unassessed(session: Session, customer_id: str, transfer_id: str, reason: str, now: dt.datetime) -> None:
+    """Cancel a transfer the risk service could not assess (fail closed), in its own unit of work."""
+    transfer = _load(session, customer_id, transfer_id, lock=True)
+    if transfer.status in (PENDING_CONFIRMATION, AWAITING_VERIFICATION, HELD):
+        transfer.status = CANCELLED
+        transfer.failure_reason = reason
+        transfer.updated_at = now
+        session.flush()
+
+
+def acknowledge_warning(session: Session, customer_id: str, transfer_id: str, now: dt.datetime) -> None:
+    transfer = _load(session, customer_id, transfer_id, lock=True)
+    if transfer.status != PENDING_CONFIRMATION:
+        raise InvalidStateError("transfer_not_pending", status=transfer.status)
+    risk_store.mark_acknowledged(session, transfer.id, now)
+
+
+def _pin_subject(transfer_id: str) -> str:
+    return f"{transfer_id}:pin"
+
+
+def request_pin(
+    session: Session, settings: Settings, customer_id: str, transfer_id: str, now: dt.datetime
+) -> verification.Challenge:
+    """Stronger verification: a challenge for the customer's transaction PIN (nothing is sent)."""
+    transfer = _load(session, customer_id, transfer_id, lock=True)
+    if transfer.status != PENDING_CONFIRMATION:
+        raise InvalidStateError("transfer_not_pending", status=transfer.status)
+    return verification.issue_pin_challenge(session, settings, customer_id, _pin_subject(transfer.id), now)
+
+
+def pin_pending(session: Session, customer_id: str, transfer_id: str, now: dt.datetime) -> bool:
+    return verification.pending_for_subject(session, customer_id, _pin_subject(transfer_id), now)
+
+
+def verify_pin(
+    session: Session,
+    settings: Settings,
+    customer_id: str,
+    transfer_id: str,
+    pin_digest: str | None,
+    now: dt.datetime,
+) -> verification.CheckResult:
+    """Check the PIN digest; `verified` records the stronger verification, `locked` cancels the transfer."""
+    transfer = _load(session, customer_id, transfer_id, lock=True)
+    if transfer.status != PENDING_CONFIRMATION:
+        raise InvalidStateError("transfer_not_pending", status=transfer.status)
+    result = verification.check(session, settings, customer_id, _pin_subject(transfer.id), pin_digest, now)
+    if result.outcome == verification.VERIFIED:
+        assert result.challenge_id is not None
+        verification.consume(session, result.challenge_id, now)
+        risk_store.mark_stepped_up(session, transfer.id, now)
+    elif result.outcome == verification.LOCKED:
+        transfer.status = CANCELLED
+        transfer.failure_reason = "pin_locked"
+        transfer.updated_at = now
+    session.flush()
+    return result
 
 
 def cancel(session: Session, customer_id: str, transfer_id: str, now: dt.datetime) -> TransferView:

@@ -133,6 +133,58 @@ def issue(
     return _view(challenge, customer.phone)
 
 
+def issue_pin_challenge(
+    session: Session, settings: Settings, customer_id: str, subject_id: str, now: dt.datetime
+) -> Challenge:
+    """A challenge answered with the customer's transaction PIN: the same attempts, expiry and lock-out as
+    a one-time code, and the gateway keeps the typed PIN out of Rasa the same way (only its digest passes).
+    Raises NotFoundError('pin_not_set') when the customer has no PIN."""
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFoundError("customer_not_found", customer_id=customer_id)
+    if not customer.pin_digest:
+        raise NotFoundError("pin_not_set", customer_id=customer_id)
+    session.execute(
+        update(VerificationChallenge)
+        .where(
+            VerificationChallenge.customer_id == customer_id,
+            VerificationChallenge.subject_id == subject_id,
+            VerificationChallenge.status == "pending",
+        )
+        .values(status="expired", resolved_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    challenge = VerificationChallenge(
+        id=new_id("V"),
+        customer_id=customer_id,
+        purpose="pin",
+        subject_id=subject_id,
+        code_digest=customer.pin_digest,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=settings.otp_ttl_seconds),
+        attempts=0,
+        max_attempts=settings.otp_max_attempts,
+        status="pending",
+    )
+    session.add(challenge)
+    session.flush()
+    return _view(challenge, customer.phone)
+
+
+def pending_for_subject(session: Session, customer_id: str, subject_id: str, now: dt.datetime) -> bool:
+    found = session.scalar(
+        select(VerificationChallenge.id)
+        .where(
+            VerificationChallenge.customer_id == customer_id,
+            VerificationChallenge.subject_id == subject_id,
+            VerificationChallenge.status == "pending",
+            VerificationChallenge.expires_at > now,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def pending_challenge(session: Session, customer_id: str, now: dt.datetime) -> Challenge | None:
     """The newest pending, unexpired challenge: the gateway then treats a typed 6-digit text as a code."""
     challenge = session.scalar(

@@ -70,7 +70,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     migrate(settings.database_url)
     factory = make_session_factory(make_engine(settings.database_url))
     with unit_of_work(factory) as session:
-        seed_demo_if_empty(session)
+        seed_demo_if_empty(session, pin_key=settings.secret_key)
     with unit_of_work(factory) as session:
         record_core_facts(session, dt.datetime.now(dt.UTC))
     stack = Stack(layout, env, model)

@@ -8,7 +8,7 @@ from typing import Any
 from channels.rasa_client import BotMessage
 
 # Input hints a bot message may carry in its custom JSON ({"input": "otp"}); the page knows these.
-_INPUT_HINTS = frozenset({"otp"})
+_INPUT_HINTS = frozenset({"otp", "pin"})
 
 
 class WebChatOutput:

@@ -28,3 +28,24 @@ def assert_ledger_consistent(session: Session) -> None:
     for account in accounts:
         assert account.balance == running[account.id], account.id
     assert sum((a.balance for a in accounts), Decimal("0")) == 0
+
+
+def clear_risk(session: Session, customer_id: str, transfer_id: str, now: dt.datetime) -> str:
+    """Run the real risk assessment under the shipped rules and, as the dialogue would after the customer
+    acknowledged a warning and typed the PIN, satisfy what it asks; returns the decision's action."""
+    from bankcore import transfers
+    from bankcore.risk import store
+    from bankcore.risk.config import DEFAULT_RULES_PATH
+    from bankcore.risk.gather import SessionContext
+    from bankcore.risk.service import RiskService
+
+    existing = store.latest(session, transfer_id)
+    if existing is not None:  # assessed already (a code being re-sent)
+        return existing.action
+    service = RiskService(DEFAULT_RULES_PATH, None)
+    outcome = transfers.assess_risk(session, service, customer_id, transfer_id, SessionContext("webchat"), now)
+    if outcome.decision.action == "warn":
+        transfers.acknowledge_warning(session, customer_id, transfer_id, now)
+    if outcome.decision.needs_step_up:
+        store.mark_stepped_up(session, transfer_id, now)
+    return outcome.decision.action

@@ -16,7 +16,7 @@ from bankcore.database import unit_of_work
 from bankcore.errors import BankError, InvalidAmountError, InvalidStateError, TransferRejected
 from bankcore.models import Account, Customer, Journal, LedgerEntry, Transfer
 from bankcore.settings import Settings
-from tests.core.support import assert_ledger_consistent
+from tests.core.support import assert_ledger_consistent, clear_risk
 
 Factory = sessionmaker[Session]
 
@@ -44,6 +44,7 @@ def _authorize(
     now: dt.datetime,
 ) -> None:
     with unit_of_work(factory) as session:
+        clear_risk(session, customer, transfer_id, now)
         transfers.request_verification(session, settings, customer, transfer_id, now)
     code = sms_code(customer)
     with unit_of_work(factory) as session:
@@ -225,6 +226,7 @@ def test_execute_requires_authorization(bank, settings, now):
         _execute(bank, settings, "C001", transfer.id, now)
     assert caught.value.code == "transfer_not_authorized"
     with unit_of_work(bank) as session:
+        clear_risk(session, "C001", transfer.id, now)
         transfers.request_verification(session, settings, "C001", transfer.id, now)
     with pytest.raises(InvalidStateError):
         _execute(bank, settings, "C001", transfer.id, now)
@@ -250,6 +252,7 @@ def test_execute_re_checks_funds(bank, settings, sms_code, now):
 def test_too_many_wrong_codes_cancel_the_transfer(bank, settings, sms_code, now):
     transfer = _prepare(bank, settings, "C001", "李四", "100", now)
     with unit_of_work(bank) as session:
+        clear_risk(session, "C001", transfer.id, now)
         transfers.request_verification(session, settings, "C001", transfer.id, now)
     code = sms_code("C001")
     wrong = verification.digest_code(settings.secret_key, "000000" if code != "000000" else "111111")
@@ -272,6 +275,7 @@ def test_too_many_wrong_codes_cancel_the_transfer(bank, settings, sms_code, now)
 def test_expired_code_keeps_the_transfer_waiting_for_a_new_one(bank, settings, sms_code, now):
     transfer = _prepare(bank, settings, "C001", "李四", "100", now)
     with unit_of_work(bank) as session:
+        clear_risk(session, "C001", transfer.id, now)
         transfers.request_verification(session, settings, "C001", transfer.id, now)
     late = now + dt.timedelta(seconds=settings.otp_ttl_seconds)
     digest = verification.digest_code(settings.secret_key, sms_code("C001"))

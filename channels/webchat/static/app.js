@@ -12,6 +12,7 @@
     expired: "登录已失效，请重新登录。",
     placeholder: "请输入您的问题",
     otpPlaceholder: "请输入短信验证码",
+    pinPlaceholder: "请输入6位交易密码",
     who: (id) => `客户 ${id}`,
   };
 
@@ -78,22 +79,24 @@
     ui.log.append(item);
   }
 
-  function setOtpMode(on) {
+  // mode: false (text), "otp" (SMS code) or "pin" (transaction PIN); both are typed masked and echoed as dots.
+  function setOtpMode(mode) {
+    const on = Boolean(mode);
     state.otp = on;
     ui.input.type = on ? "password" : "text";
     ui.input.inputMode = on ? "numeric" : "text";
-    ui.input.autocomplete = on ? "one-time-code" : "off";
-    ui.input.placeholder = on ? TEXT.otpPlaceholder : TEXT.placeholder;
-    ui.composer.dataset.mode = on ? "otp" : "text";
+    ui.input.autocomplete = mode === "otp" ? "one-time-code" : "off";
+    ui.input.placeholder = mode === "pin" ? TEXT.pinPlaceholder : on ? TEXT.otpPlaceholder : TEXT.placeholder;
+    ui.composer.dataset.mode = on ? mode : "text";
   }
 
   function render(messages) {
-    let asksForCode = false;
+    let asksForCode = false; // false, "otp" or "pin"
     for (const message of messages) {
       if (message.text) addBubble("bot", message.text);
       if (message.image) addImage(message.image);
       if (Array.isArray(message.buttons) && message.buttons.length) addQuickReplies(message.buttons);
-      if (message.input === "otp") asksForCode = true;
+      if (message.input === "otp" || message.input === "pin") asksForCode = message.input;
     }
     setOtpMode(asksForCode);
   }

@@ -1,0 +1,1 @@
+"""Transfer risk control: signals → features → rules (hard floors, tunable thresholds) and a learned score."""
