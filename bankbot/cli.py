@@ -113,6 +113,23 @@ def cmd_turns_bench(args: argparse.Namespace) -> int:
     return bench_turns(ProjectLayout(), turns=args.turns, console=console)
 
 
+def cmd_risk_latency_bench(args: argparse.Namespace) -> int:
+    from bankbot.risk_latency import bench_risk_latency
+
+    settings = Settings.from_env()
+    model = Path(args.model) if args.model else None
+    bench_risk_latency(
+        decisions=args.decisions,
+        rules_path=Path(args.rules) if args.rules else settings.risk_rules_path,
+        model_dir=model,
+        database_url=args.database_url,
+        transfers_per_customer=args.transfers,
+        events_per_customer=args.events,
+        console=console,
+    )
+    return 0
+
+
 def cmd_first_utterance_bench(args: argparse.Namespace) -> int:
     from bankbot.first_utterance import bench_first_utterance
 
@@ -228,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     foresight_data_cli.register(foresight, bench)
     foresight_model_cli.register(foresight, bench)
 
+    risk_latency = bench.add_parser("risk-latency", help="one risk decision end to end (reads, rules, score, audit)")
+    risk_latency.add_argument("--decisions", type=int, default=2000)
+    risk_latency.add_argument("--rules", default=None, help="rules file (default: BANKBOT_RISK_RULES)")
+    risk_latency.add_argument("--model", default=None, help="a trained risk model directory")
+    risk_latency.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    risk_latency.add_argument("--transfers", type=int, default=300, help="past transfers per customer")
+    risk_latency.add_argument("--events", type=int, default=400, help="events per customer in the last week")
+    risk_latency.set_defaults(handler=cmd_risk_latency_bench)
     first = bench.add_parser("first-utterance", help="ambiguous first utterances with and without the foresight prior")
     first.add_argument("--cases", default="tests/data/first_utterances.yml")
     first.add_argument("--out", default="reports/foresight")

@@ -11,7 +11,7 @@ from bankcore.database import make_engine, make_session_factory
 from bankcore.settings import Settings
 from channels import events_api, health
 from channels.http_errors import error_middleware_for
-from channels.metrics import GatewayMetrics
+from channels.metrics import GatewayMetrics, RiskDecisionCollector
 from channels.rasa_client import RasaClient
 from channels.resources import DB_ENGINE, HTTP_SESSION, METRICS, RASA, SESSION_FACTORY, SETTINGS, TURNS
 from channels.turns import TurnContext
@@ -22,7 +22,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = make_engine(app[SETTINGS].database_url)
     app[DB_ENGINE] = engine
     app[SESSION_FACTORY] = make_session_factory(engine)
+    collector = RiskDecisionCollector(app[SESSION_FACTORY])
+    app[METRICS].registry.register(collector)
     yield
+    app[METRICS].registry.unregister(collector)
     engine.dispose()
 
 

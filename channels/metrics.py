@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session
+
+from bankcore.risk import store as risk_store
+
+logger = logging.getLogger("channels.metrics")
 
 # Rasa REST turns take 30-95 ms on this kind of machine; resolve that range finely, then seconds.
 _RASA_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
@@ -39,3 +48,32 @@ class GatewayMetrics:
 
     def count_turn(self, channel: str, outcome: str) -> None:
         self.turns.labels(channel=channel, outcome=outcome).inc()
+
+
+class RiskDecisionCollector(Collector):
+    """Risk decisions by kind and action, read from the shared database at scrape time: the decisions are
+    made in the action servers, and the table is the one count every instance agrees on."""
+
+    def __init__(self, session_factory: Callable[[], Session]) -> None:
+        self._session_factory = session_factory
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "bankbot_risk_decisions",
+            "Transfer and repayment risk decisions stored, by kind and action.",
+            labels=("kind", "action"),
+        )
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = self._family()
+        try:
+            with self._session_factory() as session:
+                for kind, action, count in risk_store.counts(session):
+                    family.add_metric((kind, action), count)
+        except Exception:
+            logger.warning("could not count risk decisions", exc_info=True)
+        yield family

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from bankcore.database import unit_of_work
 from bankcore.models import SmsOutbox
 from tests.dialogue.test_secrets_redacted import TYPED_CARD_NUMBER, TYPED_ID_NUMBER, TYPED_PIN
+from tests.dialogue.test_transfer_risk import TYPED_PINS
 
 pytestmark = [pytest.mark.rasa, pytest.mark.after_all]
 
@@ -42,7 +43,7 @@ def test_no_secret_in_clear_in_tracker_store_or_logs(live_stack) -> None:  # typ
     logs = _logs_text(live_stack.log_dir)
     assert "/submit_otp" in tracker, "codes reached Rasa only as their digest"
     card_digits = TYPED_CARD_NUMBER.replace(" ", "")
-    secrets = {*codes, TYPED_PIN, TYPED_CARD_NUMBER, card_digits, TYPED_ID_NUMBER}
+    secrets = {*codes, TYPED_PIN, *TYPED_PINS, TYPED_CARD_NUMBER, card_digits, TYPED_ID_NUMBER}
     for name, haystack in (("tracker store", tracker), ("logs", logs)):
         leaked = sorted(s for s in secrets if _found(s, haystack))
         assert not leaked, f"secrets in clear in the {name}: {leaked}"
@@ -53,4 +54,4 @@ def test_metrics_carry_no_secret(live_stack) -> None:  # type: ignore[no-untyped
 
     with urllib.request.urlopen(f"{live_stack.gateway_url}/metrics", timeout=10) as response:
         metrics = response.read().decode()
-    assert TYPED_PIN not in metrics and TYPED_CARD_NUMBER.replace(" ", "") not in metrics
+    assert all(pin not in metrics for pin in (TYPED_PIN, *TYPED_PINS)) and TYPED_CARD_NUMBER.replace(" ", "") not in metrics

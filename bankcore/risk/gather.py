@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
-from bankcore.event_store import events_before
-from bankcore.events import public_channel
-from bankcore.models import ChannelIdentity, Customer, Payee, Transfer, VerificationChallenge
+from bankcore.events import Event, public_channel
+from bankcore.models import ChannelIdentity, CrossChannelEvent, Customer, Payee, Transfer, VerificationChallenge
 from bankcore.risk import store
 from bankcore.risk.signals import EVENT_DAYS, HISTORY_DAYS, PastTransfer, RiskInput, payee_key
 
@@ -40,21 +40,24 @@ def _history(
 ) -> tuple[tuple[PastTransfer, ...], frozenset[str]]:
     when = func.coalesce(Transfer.executed_at, Transfer.authorized_at, Transfer.created_at)
     since = now - dt.timedelta(days=HISTORY_DAYS)
-    query = (
-        select(when, Transfer.amount, Payee.bank_name, Payee.account_last4, Payee.name, Transfer.id)
-        .join(Payee, Payee.id == Transfer.payee_id)
-        .where(Transfer.customer_id == customer_id, Transfer.status.in_(_HISTORY_STATUSES), when <= now)
+    keys = {
+        payee_id: payee_key(bank, last4, name)
+        for payee_id, bank, last4, name in session.execute(
+            select(Payee.id, Payee.bank_name, Payee.account_last4, Payee.name).where(Payee.customer_id == customer_id)
+        )
+    }
+    query = select(when, Transfer.amount, Transfer.payee_id, Transfer.id).where(
+        Transfer.customer_id == customer_id, Transfer.status.in_(_HISTORY_STATUSES), when <= now
     )
     recent: list[PastTransfer] = []
     older: set[str] = set()
-    for ts, amount, bank, last4, name, transfer_id in session.execute(query):
-        if transfer_id == exclude_id:
+    for ts, amount, payee_id, transfer_id in session.execute(query):
+        if transfer_id == exclude_id or payee_id not in keys:
             continue
-        key = payee_key(bank, last4, name)
         if ts >= since:
-            recent.append(PastTransfer(ts=ts, amount=Decimal(amount), payee_key=key))
+            recent.append(PastTransfer(ts=ts, amount=amount, payee_key=keys[payee_id]))
         else:
-            older.add(key)
+            older.add(keys[payee_id])
     recent.sort(key=lambda p: p.ts)
     return tuple(recent), frozenset(older)
 
@@ -89,6 +92,44 @@ def _caller_mismatch(session: Session, customer: Customer, caller_id: str | None
     return _number(caller_id) not in known
 
 
+def _recent_events(session: Session, customer_id: str, now: dt.datetime) -> tuple[Event, ...]:
+    """The last EVENT_DAYS of events, newest MAX_EVENTS, oldest first; attributes are not read (the
+    features use type, time and channel), which keeps this one indexed read cheap."""
+    rows = session.execute(
+        select(CrossChannelEvent.ts, CrossChannelEvent.channel, CrossChannelEvent.type)
+        .where(
+            CrossChannelEvent.customer_id == customer_id,
+            CrossChannelEvent.ts <= now,
+            CrossChannelEvent.ts >= now - dt.timedelta(days=EVENT_DAYS),
+        )
+        .order_by(CrossChannelEvent.ts.desc(), CrossChannelEvent.id.desc())
+        .limit(MAX_EVENTS)
+    ).all()
+    return tuple(Event(customer_id, ts, channel, event_type) for ts, channel, event_type in reversed(rows))
+
+
+def _device_seen(session: Session, customer_id: str, device_id: str, now: dt.datetime) -> bool | None:
+    """Whether an event of the last HISTORY_DAYS carried this device id (None: no event carries any).
+
+    The JSON text is searched for the quoted id first (portable across SQLite and PostgreSQL), and the
+    few candidate rows are then checked field by field.
+    """
+    since = now - dt.timedelta(days=HISTORY_DAYS)
+    scope = (
+        CrossChannelEvent.customer_id == customer_id,
+        CrossChannelEvent.ts <= now,
+        CrossChannelEvent.ts >= since,
+    )
+    text = cast(CrossChannelEvent.attrs, Text)
+    candidates = session.scalars(
+        select(CrossChannelEvent.attrs).where(*scope, text.contains(json.dumps(device_id)[1:-1])).limit(20)
+    )
+    if any(isinstance(attrs, dict) and attrs.get("device_id") == device_id for attrs in candidates):
+        return True
+    any_device = session.scalar(select(CrossChannelEvent.id).where(*scope, text.contains('"device_id"')).limit(1))
+    return False if any_device is not None else None
+
+
 def gather(
     session: Session,
     *,
@@ -102,20 +143,11 @@ def gather(
     exclude_transfer_id: str | None = None,
 ) -> RiskInput:
     history, older = _history(session, customer.id, now, exclude_transfer_id)
-    # One read of the history window: devices seen over 90 days, signals from the last EVENT_DAYS.
-    recent_events = events_before(
-        session,
-        customer.id,
-        now + dt.timedelta(microseconds=1),
-        max_events=MAX_EVENTS,
-        lookback=dt.timedelta(days=HISTORY_DAYS),
-    )
-    events = tuple(e for e in recent_events if e.ts >= now - dt.timedelta(days=EVENT_DAYS))
+    events = _recent_events(session, customer.id, now)
     key = payee_key(payee.bank_name, payee.account_last4, payee.name) if payee is not None else None
     device_known: bool | None = None
     if context.device_id:
-        seen = {str(e.attrs.get("device_id")) for e in recent_events if e.attrs.get("device_id")}
-        device_known = context.device_id in seen if seen else None
+        device_known = _device_seen(session, customer.id, context.device_id, now)
     return RiskInput(
         kind=kind,
         customer_id=customer.id,
