@@ -26,8 +26,12 @@ INTERRUPTING = ("warn", "hold", "block")
 class RiskModel(Protocol):
     """A learned score in [0, 1] with the thresholds of its bands, fixed when it was trained."""
 
-    version: str
-    thresholds: Mapping[str, float]  # step_up, warn, hold
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def thresholds(self) -> Mapping[str, float]:  # step_up, warn, hold
+        ...
 
     def score(self, features: Mapping[str, float]) -> float: ...
 

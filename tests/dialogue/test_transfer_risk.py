@@ -61,7 +61,7 @@ def test_a_cross_border_payee_needs_the_pin_then_the_code(live_stack, chat) -> N
     customer = chat("C002")
     customer.restart()
     before = _balance(live_stack, "A2001", "C002")
-    assert "陈美玲" in customer.say("给陈美玲转两百")
+    assert "陈静怡" in customer.say("给陈静怡转两百")
     prompt = customer.send("确认")
     assert any(m.get("input") == "pin" for m in prompt), prompt
     assert "交易密码" in prompt[0]["text"]

@@ -119,7 +119,7 @@ def test_live_signals_read_history_watchlist_and_country(bank, settings, service
     listed = _assess(bank, service, "C003", _prepare(bank, settings, "C003", "赵强", "200"))
     assert listed.decision.action == "block"
     assert listed.decision.reasons[0].rule == "fraud_list_payee"
-    abroad = _assess(bank, service, "C002", _prepare(bank, settings, "C002", "陈美玲", "200"))
+    abroad = _assess(bank, service, "C002", _prepare(bank, settings, "C002", "陈静怡", "200"))
     assert abroad.decision.action == "step_up" and abroad.decision.reasons[0].rule == "cross_border"
 
 
@@ -170,7 +170,7 @@ def test_a_warning_needs_acknowledgement_and_the_pin_before_any_code(bank, setti
 
 
 def test_three_wrong_pins_cancel_and_count_as_failed_verifications(bank, settings, service) -> None:  # type: ignore[no-untyped-def]
-    transfer_id = _prepare(bank, settings, "C002", "陈美玲", "200")
+    transfer_id = _prepare(bank, settings, "C002", "陈静怡", "200")
     assert _assess(bank, service, "C002", transfer_id).decision.action == "step_up"
     with unit_of_work(bank) as session:
         transfers.request_pin(session, settings, "C002", transfer_id, NOW)
