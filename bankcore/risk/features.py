@@ -14,10 +14,11 @@ import statistics
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from bankcore.risk.signals import RiskInput, fold
+from bankcore.events import Event
+from bankcore.risk.signals import EventCount, RiskInput, fold
 
 if TYPE_CHECKING:
     from bankcore.risk.config import RulesConfig
@@ -89,6 +90,24 @@ def _bucket(event_type: str) -> int:
     return zlib.crc32(event_type.strip().casefold().encode("utf-8")) % HASH_BUCKETS
 
 
+def count_events(events: Sequence[Event], ts: dt.datetime) -> tuple[EventCount, ...]:
+    """Events at or before `ts` and less than 7 days old, counted per (type, channel) and window."""
+    hour_ago, day_ago, week_ago = ts - dt.timedelta(hours=1), ts - dt.timedelta(hours=24), ts - dt.timedelta(days=7)
+    tally: dict[tuple[str, str], list[Any]] = {}
+    for event in events:
+        if not week_ago < event.ts <= ts:
+            continue
+        entry = tally.setdefault((event.type, event.channel), [0, 0, 0, event.ts])
+        entry[0] += event.ts > hour_ago
+        entry[1] += event.ts > day_ago
+        entry[2] += 1
+        entry[3] = max(entry[3], event.ts)
+    return tuple(
+        EventCount(event_type, channel, n_1h, n_24h, n_7d, latest)
+        for (event_type, channel), (n_1h, n_24h, n_7d, latest) in sorted(tally.items())
+    )
+
+
 def phrase_hits(utterances: Sequence[str], phrases: Sequence[str]) -> list[str]:
     """The phrases (folded: width, case, spaces) found in what the customer said."""
     said = fold("\n".join(utterances))
@@ -148,28 +167,27 @@ def compute(
     out["failed_verifications_24h"] = float(risk.failed_verifications_24h)
     out["fraud_phrase_hits"] = float(len(phrase_hits(risk.utterances, phrases)))
 
-    events = [e for e in risk.events if e.ts <= ts]
-    week_ago = ts - dt.timedelta(days=7)
-    out["events_24h"] = float(sum(1 for e in events if e.ts > day_ago))
-    out["events_7d"] = float(sum(1 for e in events if e.ts > week_ago))
-    out["event_channels_24h"] = float(len({e.channel for e in events if e.ts > day_ago}))
-    per_signal: dict[str, list[dt.datetime]] = {signal: [] for signal in signals}
+    counts = risk.event_counts if risk.event_counts is not None else count_events(risk.events, ts)
+    out["events_24h"] = float(sum(c.last_24h for c in counts))
+    out["events_7d"] = float(sum(c.last_7d for c in counts))
+    out["event_channels_24h"] = float(len({c.channel for c in counts if c.last_24h}))
+    per_signal: dict[str, list[EventCount]] = {signal: [] for signal in signals}
     hashed = [[0.0, 0.0] for _ in range(HASH_BUCKETS)]
-    for event in events:
-        if event.ts <= week_ago:
+    for count in counts:
+        if not count.last_7d:
             continue
-        signal = signal_of_type.get(event.type.strip().casefold())
+        signal = signal_of_type.get(count.type.strip().casefold())
         if signal in per_signal:
-            per_signal[signal].append(event.ts)
-        bucket = hashed[_bucket(event.type)]
-        bucket[1] += 1
-        if event.ts > day_ago:
-            bucket[0] += 1
+            per_signal[signal].append(count)
+        bucket = hashed[_bucket(count.type)]
+        bucket[0] += count.last_24h
+        bucket[1] += count.last_7d
     for signal in signals:
-        times = per_signal[signal]
-        for window, span in WINDOWS:
-            out[f"ev_{signal}_{window}"] = float(sum(1 for t in times if t > ts - span))
-        latest = max(times) if times else None
+        matched = per_signal[signal]
+        out[f"ev_{signal}_1h"] = float(sum(c.last_1h for c in matched))
+        out[f"ev_{signal}_24h"] = float(sum(c.last_24h for c in matched))
+        out[f"ev_{signal}_7d"] = float(sum(c.last_7d for c in matched))
+        latest = max((c.latest for c in matched), default=None)
         out[f"hours_since_{signal}"] = (
             min((ts - latest).total_seconds() / 3600.0, HOURS_CAP) if latest is not None else HOURS_CAP
         )

@@ -31,6 +31,20 @@ class PastTransfer:
     payee_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    """Events of one type and channel before the movement: how many in the last hour, day and week, and the
+    newest one's time. The live path reads these straight from SQL (GROUP BY); offline they are counted from
+    raw events (bankcore.risk.features.count_events), so both give the same features."""
+
+    type: str
+    channel: str
+    last_1h: int
+    last_24h: int
+    last_7d: int
+    latest: dt.datetime
+
+
 @dataclass(frozen=True)
 class RiskInput:
     """One money movement and its context; `ts` is timezone-aware UTC."""
@@ -58,6 +72,8 @@ class RiskInput:
     # Earlier outgoing transfers (last HISTORY_DAYS) and cross-channel events (last EVENT_DAYS), before ts.
     history: tuple[PastTransfer, ...] = ()
     events: tuple[Event, ...] = ()
+    # Pre-counted events (live path); when set, `events` is not read.
+    event_counts: tuple[EventCount, ...] | None = None
     # Payee keys the customer had paid before the history window (a payee is new only if never paid).
     older_payees: frozenset[str] = field(default_factory=frozenset)
 

@@ -14,8 +14,8 @@ from bankcore.ledger import new_id
 from bankcore.models import RiskDecision, RiskWatchlistEntry
 from bankcore.risk.config import SEVERITY
 from bankcore.risk.engine import Decision
-from bankcore.risk.features import phrase_hits
-from bankcore.risk.signals import RiskInput
+from bankcore.risk.features import count_events, phrase_hits
+from bankcore.risk.signals import EventCount, RiskInput
 
 # Why a subject may not execute (None: it may).
 UNCHECKED, NOT_EXECUTABLE, UNACKNOWLEDGED, STEP_UP_MISSING = (
@@ -83,6 +83,10 @@ def add_to_watchlist(session: Session, kind: str, key: str, reason: str, now: dt
     return True
 
 
+def _counts(risk: RiskInput) -> tuple[EventCount, ...]:
+    return risk.event_counts if risk.event_counts is not None else count_events(risk.events, risk.ts)
+
+
 def signal_summary(risk: RiskInput, phrases: tuple[str, ...]) -> dict[str, Any]:
     """The inputs kept with a decision: enough to explain and replay it, never what the customer typed.
 
@@ -103,7 +107,7 @@ def signal_summary(risk: RiskInput, phrases: tuple[str, ...]) -> dict[str, Any]:
         "failed_verifications_24h": risk.failed_verifications_24h,
         "fraud_phrases_found": phrase_hits(risk.utterances, phrases),
         "history_count": len(risk.history),
-        "events": [{"type": e.type, "ts": e.ts.isoformat(), "channel": e.channel} for e in risk.events[-20:]],
+        "events_24h": {f"{c.channel}:{c.type}": c.last_24h for c in _counts(risk) if c.last_24h},
     }
 
 
