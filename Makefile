@@ -9,7 +9,8 @@ export RASA_TELEMETRY_ENABLED := false
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance shell clean
+.PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance \
+	bench-risk bench-risk-quality bench-risk-latency shell clean
 
 setup:
 	@tools/ensure-apt.sh
@@ -37,7 +38,7 @@ pytest: setup
 
 test: lint pytest
 
-bench: bench-nlu bench-turns bench-foresight bench-first-utterance
+bench: bench-nlu bench-turns bench-foresight bench-first-utterance bench-risk
 
 bench-nlu: setup
 	$(PY) -m bankbot bench nlu
@@ -51,6 +52,26 @@ bench-turns: setup
 bench-foresight: setup
 	$(PY) -m bankbot bench foresight --customers 100000 --days 60 --seed 1 --model-dir reports/foresight/model
 	$(PY) -m bankbot bench foresight-latency --model reports/foresight/model
+
+# Transfer risk control on a simulated bank of 20,000 customers: detection at fixed false-alarm rates for
+# the rules, the learned score and both, per scam pattern, then the same with an event vocabulary the rules
+# file does not know (only the learned score can read it). Reports in reports/risk/.
+bench-risk-quality: setup
+	$(PY) -m bankbot risk simulate --out var/risk/sim-20k --customers 20000 --seed 1
+	$(PY) -m bankbot risk evaluate --data var/risk/sim-20k --json reports/risk/quality-20k.json
+	$(PY) -m bankbot risk train --data var/risk/sim-20k --out var/risk/model-20k
+	$(PY) -m bankbot risk simulate --out var/risk/sim-20k-alt --customers 20000 --seed 2 --vocabulary alt
+	$(PY) -m bankbot risk evaluate --data var/risk/sim-20k-alt --json reports/risk/quality-20k-alt.json
+
+# One risk decision end to end (signals read from the database, features, rules, the learned score, the audit
+# row), for a busy customer (300 transfers in 120 days, 400 events in the week) and a typical one, with the
+# model trained by bench-risk-quality.
+bench-risk-latency: setup
+	$(PY) -m bankbot bench risk-latency --decisions 2000
+	$(PY) -m bankbot bench risk-latency --decisions 2000 --model var/risk/model-20k
+	$(PY) -m bankbot bench risk-latency --decisions 2000 --transfers 60 --events 80 --model var/risk/model-20k
+
+bench-risk: bench-risk-quality bench-risk-latency
 
 bench-first-utterance: setup
 	$(PY) -m bankbot train

@@ -54,4 +54,7 @@ def test_metrics_carry_no_secret(live_stack) -> None:  # type: ignore[no-untyped
 
     with urllib.request.urlopen(f"{live_stack.gateway_url}/metrics", timeout=10) as response:
         metrics = response.read().decode()
-    assert all(pin not in metrics for pin in (TYPED_PIN, *TYPED_PINS)) and TYPED_CARD_NUMBER.replace(" ", "") not in metrics
+    assert (
+        all(pin not in metrics for pin in (TYPED_PIN, *TYPED_PINS))
+        and TYPED_CARD_NUMBER.replace(" ", "") not in metrics
+    )

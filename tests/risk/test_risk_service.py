@@ -275,3 +275,29 @@ def test_held_transfers_do_not_count_against_the_daily_limit(bank, settings, ser
         assert statuses == ["held"]
         customer = session.get(sandbox.Customer, "C001")
         assert transfers.daily_total(session, customer, NOW) == Decimal("0.00")  # type: ignore[arg-type]
+
+
+def test_the_service_uses_an_installed_model_and_records_its_version(bank, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bankcore.risk.config import load_rules
+    from bankcore.risk.dataset import read_labelled_set
+    from bankcore.risk.model import train_model
+    from bankcore.risk.simulate import simulate
+
+    config = load_rules(DEFAULT_RULES_PATH)
+    simulate(tmp_path / "set", customers=400, seed=3, scam_scale=3.0)
+    model = train_model(read_labelled_set(tmp_path / "set", labelled_only=True), config, seed=0)
+    model.save(tmp_path / "model")
+    service = RiskService(DEFAULT_RULES_PATH, tmp_path / "model")
+    outcome = _assess(bank, service, "C001", _prepare(bank, settings, "C001", "李四", "300"))
+    assert outcome.decision.score is not None and outcome.decision.model_version == model.version
+    with unit_of_work(bank) as session:
+        row = session.get(RiskDecision, outcome.decision_id)
+        assert row is not None and row.model_version == model.version and row.score == outcome.decision.score
+    # A model trained for other features (another rules file's signals) is not used: rules only.
+    document = yaml.safe_load(DEFAULT_RULES_PATH.read_text(encoding="utf-8"))
+    document["event_signals"]["brand_new_signal"] = ["x_event"]
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    mismatched = RiskService(other, tmp_path / "model")
+    again = _assess(bank, mismatched, "C001", _prepare(bank, settings, "C001", "李四", "300"))
+    assert again.decision.score is None and again.decision.model_version is None
