@@ -234,6 +234,8 @@ class LedgerEntry(Base):
 
 class Transfer(Base):
     __tablename__ = "transfers"
+    # History and limits read one customer's transfers of some statuses (completed, authorised).
+    __table_args__ = (Index("ix_transfers_customer_status", "customer_id", "status"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)

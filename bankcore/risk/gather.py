@@ -38,27 +38,31 @@ def _history(
 ) -> tuple[tuple[PastTransfer, ...], frozenset[str]]:
     when = func.coalesce(Transfer.executed_at, Transfer.authorized_at, Transfer.created_at)
     since = now - dt.timedelta(days=HISTORY_DAYS)
-    keys = {
-        payee_id: payee_key(bank, last4, name)
-        for payee_id, bank, last4, name in session.execute(
-            select(Payee.id, Payee.bank_name, Payee.account_last4, Payee.name).where(Payee.customer_id == customer_id)
-        )
-    }
     counted = (Transfer.customer_id == customer_id, Transfer.status.in_(_HISTORY_STATUSES))
+    payee_columns = (Payee.bank_name, Payee.account_last4, Payee.name)
+    keys: dict[str, str] = {}
     recent: list[PastTransfer] = []
-    for ts, amount, payee_id, transfer_id in session.execute(
+    for ts, amount, payee_id, transfer_id, bank, last4, name in session.execute(
         # The amount as a plain number: features are floats, and skipping the exact-decimal conversion of
         # every row keeps a busy customer's 90 days cheap to read.
-        select(when, type_coerce(Transfer.amount, Float), Transfer.payee_id, Transfer.id).where(
-            *counted, when <= now, when >= since
-        )
+        select(when, type_coerce(Transfer.amount, Float), Transfer.payee_id, Transfer.id, *payee_columns)
+        .join(Payee, Payee.id == Transfer.payee_id)
+        .where(*counted, when <= now, when >= since)
     ):
-        if transfer_id != exclude_id and payee_id in keys:
-            recent.append(PastTransfer(ts=ts, amount=Decimal(str(amount)), payee_key=keys[payee_id]))
+        if transfer_id == exclude_id:
+            continue
+        key = keys.get(payee_id)
+        if key is None:
+            key = keys[payee_id] = payee_key(bank, last4, name)
+        recent.append(PastTransfer(ts=ts, amount=Decimal(str(amount)), payee_key=key))
     older = {
-        keys[payee_id]
-        for payee_id in session.scalars(select(Transfer.payee_id).where(*counted, when < since).distinct())
-        if payee_id in keys
+        payee_key(bank, last4, name)
+        for bank, last4, name in session.execute(
+            select(*payee_columns)
+            .join(Transfer, Transfer.payee_id == Payee.id)
+            .where(*counted, when < since)
+            .distinct()
+        )
     }
     recent.sort(key=lambda p: p.ts)
     return tuple(recent), frozenset(older)

@@ -55,6 +55,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_watchlist")),
         sa.UniqueConstraint("kind", "key", name=op.f("uq_risk_watchlist_kind")),
     )
+    with op.batch_alter_table("transfers", schema=None) as batch_op:
+        batch_op.create_index("ix_transfers_customer_status", ["customer_id", "status"], unique=False)
+
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pin_digest", sa.String(length=64), nullable=True))
 
@@ -71,6 +74,9 @@ def downgrade() -> None:
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_column("pin_digest")
+
+    with op.batch_alter_table("transfers", schema=None) as batch_op:
+        batch_op.drop_index("ix_transfers_customer_status")
 
     op.drop_table("risk_watchlist")
     with op.batch_alter_table("risk_decisions", schema=None) as batch_op:
