@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -76,6 +77,9 @@ def test_run_serves_a_turn_and_ctrl_c_stops_every_service(tmp_path: Path) -> Non
                 break
         assert any("ready" in line for line in output), "".join(output)
         assert any("seeded" in line for line in output), "".join(output)
+        # Keep reading what the services print: a full pipe would block them, and Ctrl-C could not finish.
+        drain = threading.Thread(target=lambda: output.extend(process.stdout or ()), daemon=True)
+        drain.start()
 
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         token = _post(f"{gateway}/webchat/session", {"customer_id": "C001"})["token"]

@@ -104,24 +104,29 @@ def test_wrong_codes_lock_the_transfer_and_move_no_money(live_stack, chat):  # t
     assert "已取消" in customer.say(wrong)
     assert "转账成功" not in customer.say(real)
     assert balance(live_stack, "A3001", "C003") == before
+    # Three failed verifications in a day: the next transfer needs the stronger check (the PIN) first.
+    customer.say("给李娜转100元")
+    assert any(m.get("input") == "pin" for m in customer.send("确认"))
+    assert "取消" in customer.say("取消")
 
 
 def test_an_expired_code_is_replaced_and_the_new_one_works(live_stack, chat):  # type: ignore[no-untyped-def]
-    customer = chat("C003")
-    before = balance(live_stack, "A3001", "C003")
-    customer.say("给李娜转50元")
+    customer = chat("C004")
+    customer.restart()
+    before = balance(live_stack, "A4001", "C004")
+    customer.say("给陈明转50元")
     customer.say("确认")
     old = customer.latest_code()
     with unit_of_work(live_stack.db_session_factory) as session:
         session.execute(
             update(VerificationChallenge)
-            .where(VerificationChallenge.customer_id == "C003", VerificationChallenge.status == "pending")
+            .where(VerificationChallenge.customer_id == "C004", VerificationChallenge.status == "pending")
             .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
         )
     assert "已过期" in customer.say(old)
     new = customer.latest_code()
     assert "转账成功" in customer.say(new)
-    assert balance(live_stack, "A3001", "C003") == before - Decimal("50.00")
+    assert balance(live_stack, "A4001", "C004") == before - Decimal("50.00")
 
 
 def test_transfer_to_a_closed_account_fails_and_is_explained_later(live_stack, chat):  # type: ignore[no-untyped-def]
