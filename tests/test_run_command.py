@@ -87,7 +87,11 @@ def test_run_serves_a_turn_and_ctrl_c_stops_every_service(tmp_path: Path) -> Non
         assert "52,380.50" in " ".join(m["text"] for m in reply["messages"])
 
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bankbot run did not stop within 60 s of Ctrl-C; its output:\n" + "".join(output[-60:]))
+        assert code == 0, "".join(output[-60:])
         assert not any(_listening(port) for port in ports.values()), ports
     finally:
         if process.poll() is None:
