@@ -35,7 +35,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
     from datetime import UTC, datetime
+
+    # Ctrl-C must stop everything even when we were started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits that, and Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from bankbot.foresight_demo import ensure_demo_model
     from bankbot.stack import Stack
