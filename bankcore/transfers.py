@@ -434,10 +434,6 @@ def request_pin(
     return verification.issue_pin_challenge(session, settings, customer_id, _pin_subject(transfer.id), now)
 
 
-def pin_pending(session: Session, customer_id: str, transfer_id: str, now: dt.datetime) -> bool:
-    return verification.pending_for_subject(session, customer_id, _pin_subject(transfer_id), now)
-
-
 def verify_pin(
     session: Session,
     settings: Settings,

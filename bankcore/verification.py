@@ -79,6 +79,42 @@ def _view(challenge: VerificationChallenge, phone: str | None) -> Challenge:
     )
 
 
+def _open_challenge(
+    session: Session,
+    settings: Settings,
+    customer_id: str,
+    purpose: str,
+    subject_id: str,
+    code_digest: str,
+    now: dt.datetime,
+) -> VerificationChallenge:
+    """A new pending challenge for the subject; older pending ones for it are superseded (expired)."""
+    session.execute(
+        update(VerificationChallenge)
+        .where(
+            VerificationChallenge.customer_id == customer_id,
+            VerificationChallenge.subject_id == subject_id,
+            VerificationChallenge.status == "pending",
+        )
+        .values(status="expired", resolved_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    challenge = VerificationChallenge(
+        id=new_id("V"),
+        customer_id=customer_id,
+        purpose=purpose,
+        subject_id=subject_id,
+        code_digest=code_digest,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=settings.otp_ttl_seconds),
+        attempts=0,
+        max_attempts=settings.otp_max_attempts,
+        status="pending",
+    )
+    session.add(challenge)
+    return challenge
+
+
 def issue(
     session: Session,
     settings: Settings,
@@ -96,30 +132,10 @@ def issue(
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise NotFoundError("customer_not_found", customer_id=customer_id)
-    session.execute(
-        update(VerificationChallenge)
-        .where(
-            VerificationChallenge.customer_id == customer_id,
-            VerificationChallenge.subject_id == subject_id,
-            VerificationChallenge.status == "pending",
-        )
-        .values(status="expired", resolved_at=now)
-        .execution_options(synchronize_session="fetch")
-    )
     code = f"{secrets.randbelow(10**CODE_LENGTH):0{CODE_LENGTH}d}"
-    challenge = VerificationChallenge(
-        id=new_id("V"),
-        customer_id=customer_id,
-        purpose=purpose,
-        subject_id=subject_id,
-        code_digest=digest_code(settings.secret_key, code),
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=settings.otp_ttl_seconds),
-        attempts=0,
-        max_attempts=settings.otp_max_attempts,
-        status="pending",
+    challenge = _open_challenge(
+        session, settings, customer_id, purpose, subject_id, digest_code(settings.secret_key, code), now
     )
-    session.add(challenge)
     session.add(
         SmsOutbox(
             customer_id=customer_id,
@@ -144,45 +160,9 @@ def issue_pin_challenge(
         raise NotFoundError("customer_not_found", customer_id=customer_id)
     if not customer.pin_digest:
         raise NotFoundError("pin_not_set", customer_id=customer_id)
-    session.execute(
-        update(VerificationChallenge)
-        .where(
-            VerificationChallenge.customer_id == customer_id,
-            VerificationChallenge.subject_id == subject_id,
-            VerificationChallenge.status == "pending",
-        )
-        .values(status="expired", resolved_at=now)
-        .execution_options(synchronize_session="fetch")
-    )
-    challenge = VerificationChallenge(
-        id=new_id("V"),
-        customer_id=customer_id,
-        purpose="pin",
-        subject_id=subject_id,
-        code_digest=customer.pin_digest,
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=settings.otp_ttl_seconds),
-        attempts=0,
-        max_attempts=settings.otp_max_attempts,
-        status="pending",
-    )
-    session.add(challenge)
+    challenge = _open_challenge(session, settings, customer_id, "pin", subject_id, customer.pin_digest, now)
     session.flush()
     return _view(challenge, customer.phone)
-
-
-def pending_for_subject(session: Session, customer_id: str, subject_id: str, now: dt.datetime) -> bool:
-    found = session.scalar(
-        select(VerificationChallenge.id)
-        .where(
-            VerificationChallenge.customer_id == customer_id,
-            VerificationChallenge.subject_id == subject_id,
-            VerificationChallenge.status == "pending",
-            VerificationChallenge.expires_at > now,
-        )
-        .limit(1)
-    )
-    return found is not None
 
 
 def pending_challenge(session: Session, customer_id: str, now: dt.datetime) -> Challenge | None:
