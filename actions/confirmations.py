@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
@@ -22,6 +23,20 @@ _CONFIRMERS: dict[str, Callable[[Turn, str], None]] = {
     "card_replacement": confirm_replacement,
     "card_activation": confirm_activation,
 }
+
+
+# Confirmations after which money moves (a risk warning has its own explicit acknowledgement).
+_MONEY_MOVING = frozenset({"transfer", "card_repayment", "loan_repayment"})
+_EXPLICIT_YES = "/affirm"
+
+
+def _spoken_without_explicit_yes(tracker: Tracker) -> bool:
+    """A voice turn whose "yes" is not a closed-answer payload (the voice session sends `/affirm...`)."""
+    message = tracker.latest_message or {}
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("input_mode") != "voice":
+        return False
+    return not str(message.get("text") or "").strip().startswith(_EXPLICIT_YES)
 
 
 def read_back_in_last_reply(events: list[dict[str, Any]]) -> bool:
@@ -51,6 +66,11 @@ class ActionConfirmPending(BankAction):
             # move money: the offer lapses and the customer starts the request again.
             turn.dispatcher.utter_message(response="utter_nothing_to_confirm")
             return clear_pending()
+        if pending in _MONEY_MOVING and _spoken_without_explicit_yes(turn.tracker):
+            # By voice, only a yes the recogniser matched against the read-back's closed answers (or a key
+            # press) counts; free speech the NLU merely classified as "affirm" does not move money.
+            turn.dispatcher.utter_message(response="utter_voice_explicit_yes")
+            return []
         if pending == "foresight":
             # "是" to the greeting's guess: go straight into that skill, as if the customer had asked for it.
             return [*clear_pending(), *reroute_to_intent(turn.tracker, str(subject))]

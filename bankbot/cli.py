@@ -70,6 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stack.start()
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
     console.print(f"[bold green]ready[/]: web chat at {base}/webchat/ (demo customers C001-C004)")
+    if settings.vosk_model_path is not None:
+        console.print(f"speech recognition (vosk-server protocol): ws://{settings.asr_host}:{settings.asr_port}")
     console.print("terminal chat: .venv/bin/bankbot shell --customer C001 · Ctrl-C stops everything")
     try:
         code = stack.wait()
@@ -241,10 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     turns.add_argument("--turns", type=int, default=500)
     turns.set_defaults(handler=cmd_turns_bench)
 
-    from bankbot import events_cli, foresight_data_cli, foresight_model_cli, risk_cli
+    from bankbot import events_cli, foresight_data_cli, foresight_model_cli, risk_cli, voice_bench, voice_cli
 
     events_cli.register(commands)
     risk_cli.register(commands)
+    voice_cli.register(commands)
+    voice_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )

@@ -85,7 +85,7 @@ class Stack:
         rasa_port = urlsplit(settings.rasa_url).port or 5005
         action_port = urlsplit(settings.action_url).port or 5055
         env = subprocess_env(self.env)
-        return [
+        services = [
             Service(
                 "rasa",
                 [
@@ -123,6 +123,18 @@ class Stack:
                 env,
             ),
         ]
+        if settings.vosk_model_path is not None:
+            # Speech recognition for telephony integrations (vosk-server's WebSocket protocol), only when a
+            # model is configured: without one the assistant serves text channels alone.
+            services.append(
+                Service(
+                    "asr",
+                    [str(self.layout.python), "-m", "bankbot", "voice", "serve-asr"],
+                    f"http://{settings.asr_host}:{settings.asr_port}/healthz",
+                    env,
+                )
+            )
+        return services
 
     def start(self, timeout: float = 240.0) -> None:
         self.services = self._plan()

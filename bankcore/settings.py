@@ -60,6 +60,16 @@ class Settings:
     risk_model_dir: Path = Path("models/risk")
     # Hours within which the bank calls back about a held transfer (said to the customer).
     risk_callback_hours: int = 2
+    # Speech: the Vosk model directory (unset: no recogniser; speech channels answer in text only), the
+    # vosk-server-compatible WebSocket endpoint, recognition workers and open streams, and the TTS voice.
+    vosk_model_path: Path | None = None
+    asr_host: str = "127.0.0.1"
+    asr_port: int = 2700
+    asr_workers: int = 2
+    asr_max_streams: int = 64
+    tts_voice: str = "cmn-latn-pinyin"
+    # Where `bankbot models install` unpacks speech models.
+    models_dir: Path = PROJECT_ROOT / "models"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -99,5 +109,12 @@ class Settings:
             ).resolve(),
             risk_model_dir=Path(env.get("BANKBOT_RISK_MODEL_DIR", str(PROJECT_ROOT / "models" / "risk"))).resolve(),
             risk_callback_hours=int(env.get("BANKBOT_RISK_CALLBACK_HOURS", "2")),
+            vosk_model_path=Path(env["BANKBOT_VOSK_MODEL"]).resolve() if env.get("BANKBOT_VOSK_MODEL") else None,
+            asr_host=env.get("BANKBOT_ASR_HOST", "127.0.0.1"),
+            asr_port=int(env.get("BANKBOT_ASR_PORT", "2700")),
+            asr_workers=int(env.get("BANKBOT_ASR_WORKERS", "2")),
+            asr_max_streams=int(env.get("BANKBOT_ASR_MAX_STREAMS", "64")),
+            tts_voice=env.get("BANKBOT_TTS_VOICE", "cmn-latn-pinyin"),
+            models_dir=Path(env.get("BANKBOT_MODELS_DIR", str(PROJECT_ROOT / "models"))).resolve(),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project and its tests use, when any is missing (needs root, as on CI).
 set -euo pipefail
-packages=(chromium postgresql redis-server fonts-noto-cjk)
+packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
