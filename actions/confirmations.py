@@ -70,7 +70,8 @@ class ActionConfirmPending(BankAction):
             # By voice, only a yes the recogniser matched against the read-back's closed answers (or a key
             # press) counts; free speech the NLU merely classified as "affirm" does not move money.
             turn.dispatcher.utter_message(response="utter_voice_explicit_yes")
-            return []
+            # Setting the slot again keeps the read-back open for the explicit answer that follows.
+            return [SlotSet("pending_confirmation", pending)]
         if pending == "foresight":
             # "是" to the greeting's guess: go straight into that skill, as if the customer had asked for it.
             return [*clear_pending(), *reroute_to_intent(turn.tracker, str(subject))]

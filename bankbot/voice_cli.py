@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -122,7 +123,7 @@ async def _transcribe(
         if last.text or not finals:
             finals.append(last)
     finally:
-        await stream.close()
+        stream.close()
         await engine.aclose()
     elapsed = time.perf_counter() - started
     audio_seconds = len(pcm) / 2 / rate
@@ -177,7 +178,7 @@ async def _talk(settings: Settings, args: argparse.Namespace, model_path: Path |
 
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
-    stream, engine = await _open_recognition(model_path, args.rate)
+    open_stream, engine = _recognition(model_path, args.rate)
     database = make_engine(settings.database_url)
     async with aiohttp.ClientSession() as http:
         ctx = TurnContext(
@@ -187,7 +188,7 @@ async def _talk(settings: Settings, args: argparse.Namespace, model_path: Path |
             metrics=GatewayMetrics.create(),
         )
         session = VoiceSession(
-            stream=stream,
+            open_stream=open_stream,
             synthesizer=_synthesizer(settings),
             turn=voice_turn_function(ctx, customer_id=args.customer, channel=args.channel),
             config=VoiceConfig(output_sample_rate=args.rate),
@@ -231,8 +232,8 @@ async def _talk(settings: Settings, args: argparse.Namespace, model_path: Path |
                         show(await session.feed_audio(pcm[offset : offset + chunk], args.rate))
                     show(await session.end_of_input())
         finally:
+            await session.hangup()
             if engine is not None:
-                await stream.close()
                 await engine.aclose()
             database.dispose()
     return 0
@@ -252,17 +253,18 @@ class _NoRecognition:
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         del phrases
 
-    async def close(self) -> None:
+    def close(self) -> None:
         return None
 
 
-async def _open_recognition(model_path: Path | None, rate: int) -> tuple[Any, Any]:
+def _recognition(model_path: Path | None, rate: int) -> tuple[Any, Any]:
+    """A factory of recognition streams for the session, and the engine behind it (None without a model)."""
     if model_path is None:
-        return _NoRecognition(), None
+        return _NoRecognition, None
     from voice.asr import AsrEngine, AsrModel
 
-    engine = AsrEngine(AsrModel(model_path), workers=1, max_streams=1)
-    return engine.open_stream(rate, words=True), engine
+    engine = AsrEngine(AsrModel(model_path), workers=1, max_streams=2)
+    return (lambda: engine.open_stream(rate, words=True)), engine
 
 
 def _synthesizer(settings: Settings) -> Any:
@@ -283,8 +285,6 @@ def cmd_serve_asr(args: argparse.Namespace) -> int:
     host = args.host or settings.asr_host
     port = args.port or settings.asr_port
     console.print(f"vosk-server-compatible ASR on ws://{host}:{port} (model {escape(str(model_path))})")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_asr_server(engine, host, port))
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -44,6 +44,9 @@ class TranscriptOverride:
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         self.stream.set_grammar(phrases)
 
+    def close(self) -> None:
+        self.stream.close()
+
     def _swap(self, final: Any) -> Any:
         if not final.text:
             return final
@@ -92,9 +95,12 @@ async def bench_voice_latency(model_path: Path, *, turns: int, out: Path) -> int
         first_audio.append(time.perf_counter())
 
     def session_for(turn: Any) -> Any:
-        stream = TranscriptOverride(engine.open_stream(RATE, words=True), MANDARIN_TURN)
         return VoiceSession(
-            stream=stream, synthesizer=tts, turn=turn, config=VoiceConfig(output_sample_rate=RATE), on_audio=on_audio
+            open_stream=lambda: TranscriptOverride(engine.open_stream(RATE, words=True), MANDARIN_TURN),
+            synthesizer=tts,
+            turn=turn,
+            config=VoiceConfig(output_sample_rate=RATE),
+            on_audio=on_audio,
         )
 
     with tempfile.TemporaryDirectory(prefix="bankbot-voice-bench-") as tmp:

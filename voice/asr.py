@@ -231,9 +231,10 @@ class AsrStream:
         self._block_bytes = SAMPLE_WIDTH * max(1, round(self.model_rate * _BLOCK_SECONDS))
         self._buffer = b""
         self._samples = 0  # model-rate samples given to the recogniser so far
+        # Built lazily in a pool thread on the first chunk: building one (and a grammar's FST) takes ~0.1 s, too long
+        # to block the event loop for.
         self._recognizer: vosk.KaldiRecognizer | None = None
         self._recognizer_offset = 0.0
-        self._new_recognizer()
         # Utterance state (touched only by the one job of this stream that runs at a time).
         self._in_speech = False
         self._speech_start = 0.0
@@ -335,7 +336,7 @@ class AsrStream:
             kept.append(UNKNOWN_WORD)
         return kept
 
-    def _new_recognizer(self) -> None:
+    def _new_recognizer(self) -> vosk.KaldiRecognizer:
         model = self._model.vosk_model
         if self._grammar is None:
             recognizer = vosk.KaldiRecognizer(model, self.model_rate)
@@ -347,6 +348,7 @@ class AsrStream:
         self._recognizer = recognizer
         # A new recogniser counts time from zero; word times are shifted by where it started in the stream.
         self._recognizer_offset = self.seconds
+        return recognizer
 
     def _apply_pending_grammar(self) -> None:
         pending = self._pending_grammar
@@ -355,17 +357,21 @@ class AsrStream:
         self._pending_grammar = _UNCHANGED
         if pending != self._grammar:
             self._grammar = pending
-            self._new_recognizer()
+            # The next block builds a recogniser for the new grammar.
+            self._recognizer = None
 
     def _live_recognizer(self) -> vosk.KaldiRecognizer:
-        recognizer = self._recognizer
-        if recognizer is None:
+        # Checked before every block, so closing a stream also stops a long chunk that is being decoded.
+        if self.closed:
             raise AsrStreamClosed("the recognition stream is closed")
-        return recognizer
+        recognizer = self._recognizer
+        return recognizer if recognizer is not None else self._new_recognizer()
 
     # -- event API (runs in a pool thread) -------------------------------------------------------------------
 
     def _process(self, pcm: bytes) -> list[AsrEvent]:
+        if not self._in_speech and not self._last_partial:
+            self._apply_pending_grammar()
         recognizer = self._live_recognizer()
         self._buffer += self._resampler.process(pcm)
         events: list[AsrEvent] = []

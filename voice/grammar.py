@@ -69,10 +69,10 @@ MANDARIN_FILLERS: tuple[str, ...] = (
 )
 FILLERS: Mapping[Language, tuple[str, ...]] = {"ko": KOREAN_FILLERS, "zh": MANDARIN_FILLERS}
 
-# Defaults from measurements with the Korean model (espeak-ng voices at 4 speeds/pitches, see test_grammar.py):
-# in-grammar answers scored mean word confidence 0.49-1.0 (median 1.0); out-of-grammar words that still landed on
-# a grammar word scored 0.27-1.0. Confidence alone cannot separate them, so the floor only cuts the weakest forced
-# matches while keeping almost every real answer; the fillers do most of the rejecting.
+# Defaults from measurements with the Korean model and espeak-ng voices at 4 speeds/pitches (the slow test
+# test_measure_yes_no_acceptance). Confidence alone cannot separate answers from forced matches: out-of-grammar
+# words that landed on an answer scored up to 1.0. But the floor matters for misheard answers: espeak's 그래요
+# ("yes") came out as 아니오 ("no") at 0.32-0.48, while correctly heard 아니요 scored 0.50-0.67 and 네 0.65-1.0.
 DEFAULT_MIN_CONFIDENCE = 0.5
 # A hypothesis must be at least this similar (1 - normalised character edit distance) to an allowed phrase.
 # 0.7 accepts one wrong character in three-syllable phrases and rejects doubled answers ("아니요 아니요": 0.5).

@@ -55,6 +55,8 @@ class RecognitionStream(Protocol):
 
     def set_grammar(self, phrases: Sequence[str] | None) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class Synthesizer(Protocol):
     """The part of `voice.tts.SpeechSynthesizer` a session uses."""
@@ -113,7 +115,7 @@ class VoiceSession:
     def __init__(
         self,
         *,
-        stream: RecognitionStream,
+        open_stream: Callable[[], RecognitionStream],
         synthesizer: Synthesizer,
         turn: TurnFunction,
         config: VoiceConfig | None = None,
@@ -121,7 +123,10 @@ class VoiceSession:
         normalize: Callable[[str], str] = normalize_transcript,
         on_audio: Callable[[AudioChunk], Awaitable[None]] | None = None,
     ) -> None:
-        self.stream = stream
+        # A stream per stretch of audio: `end_of_input` (a released talk button) closes one and opens the
+        # next, so an idle app session holds no recogniser; a phone call keeps one for the whole call.
+        self.open_stream = open_stream
+        self.stream = open_stream()
         self.synthesizer = synthesizer
         self.turn = turn
         self.config = config or VoiceConfig()
@@ -142,6 +147,7 @@ class VoiceSession:
         self.ended = False
         self.handed_off = False
         self.turns = 0
+        self.heard_since_end_of_input = False
 
     # -- inputs ---------------------------------------------------------------------------------------------
 
@@ -167,7 +173,14 @@ class VoiceSession:
         """The caller let go of the talk button (or the audio ended): close the utterance and act on it."""
         if self.ended:
             return []
-        return await self._on_asr(await self.stream.finish())
+        final = await self.stream.finish()
+        self.stream = self.open_stream()
+        self._listen()
+        heard, self.heard_since_end_of_input = self.heard_since_end_of_input, False
+        if not final.text.strip() and heard:
+            # The utterance was already closed by the recogniser (endpoint or silence) and acted on.
+            return []
+        return await self._on_asr(final)
 
     async def dtmf(self, digits: str) -> list[SessionEvent]:
         """Keypad digits from the phone layer; secrets go to the dialogue as digits and nowhere else."""
@@ -187,8 +200,12 @@ class VoiceSession:
     async def hangup(self, reason: str = "caller") -> list[SessionEvent]:
         if self.ended:
             return []
-        self.ended = True
+        self._end()
         return [Hangup(reason)]
+
+    def _end(self) -> None:
+        self.ended = True
+        self.stream.close()
 
     # -- recognition ----------------------------------------------------------------------------------------
 
@@ -222,6 +239,7 @@ class VoiceSession:
     async def _on_final(self, final: Final) -> list[SessionEvent]:
         if final.text:
             self.last_speech_at = self.audio_time
+            self.heard_since_end_of_input = True
         if self.expectation.keypad_only:
             # Whatever was said, it is not sent on: a PIN or code is taken by keypad only.
             if not final.text:
@@ -384,7 +402,7 @@ class VoiceSession:
 
     async def _hang_up_on_silence(self) -> list[SessionEvent]:
         out = await self._prompt(prompts.SILENCE_GOODBYE)
-        self.ended = True
+        self._end()
         out.append(Hangup("silence"))
         return out
 

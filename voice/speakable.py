@@ -47,7 +47,8 @@ def number_words(value: Decimal | int | str) -> str:
     sign = "负" if number < 0 else ""
     text = format(abs(number), "f")
     whole, _, fraction = text.partition(".")
-    words = _with_liang(cn2an.an2cn(int(whole), "low"))
+    # cn2an stops at 16 digits; such a number is no quantity anyone says, so read it digit by digit.
+    words = _with_liang(cn2an.an2cn(int(whole), "low")) if len(whole) <= 16 else digits_words(whole, one="一")
     if fraction:
         words += "点" + "".join(_DIGIT_NAMES[int(char)] for char in fraction)
     return sign + words
@@ -147,6 +148,8 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
         re.compile(rf"(?<![\d.])({_NUMBER})(?=(?:\s*({_MEASURE_PATTERN}))?)"),
         lambda m: "两" if m.group(1) == "2" and m.group(2) else number_words(m.group(1).replace(",", "")),
     ),
+    # Whatever digits are left sit in odd company (".5", "3.5.2"): say them as numbers rather than lose them.
+    (re.compile(r"\d+"), lambda m: number_words(m.group(0))),
 )
 
 _CURRENCY_CODES = re.compile(r"(?<![A-Za-z])(?:RMB|CNY|rmb|cny)(?![A-Za-z])")

@@ -79,7 +79,7 @@ _AMOUNT_TRIGGERS = (
 _LINKING_WORDS = ("是", "为", "：", ":")
 
 # Numerals inside ordinary words. Each pattern marks the numeral characters it must protect; the lookarounds
-# keep a real number intact ("一万一" = 11000 is not 万一, "二十一天" is not 一天 of a word).
+# keep a real number intact ("一万一" = 11000 holds no 万一, "十一下午" no 一下).
 _NOT_NUMBERS = tuple(
     re.compile(pattern)
     for pattern in (
@@ -280,9 +280,6 @@ class _Scanner:
     @property
     def masked(self) -> str:
         return "".join(self.mask)
-
-    def free(self, start: int, end: int) -> bool:
-        return all(self.mask[position] != "\x00" for position in range(start, end))
 
     def claim(self, start: int, end: int, kind: ValueKind, value: str, written: str) -> None:
         input_start, input_end = self.compact.span(start, end)

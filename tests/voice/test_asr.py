@@ -35,9 +35,10 @@ def finals(events: Sequence[AsrEvent]) -> list[Final]:
 
 
 def outline(event: AsrEvent) -> tuple[object, ...]:
+    """What must not depend on scheduling: the kind of event, and a Final's text and reason."""
     if isinstance(event, Final):
-        return ("final", event.text, event.reason, event.end, tuple((w.word, w.start, w.end) for w in event.words))
-    return (event,)
+        return ("final", event.text, event.reason)
+    return (type(event).__name__,)
 
 
 async def recognise(engine: AsrEngine, pcm: bytes, rate: int = RATE, **options: object) -> list[AsrEvent]:
@@ -175,12 +176,13 @@ async def test_four_concurrent_streams_share_one_model(engine: AsrEngine, speech
             await asyncio.sleep(0.005)
 
     watcher = asyncio.create_task(watch())
-    results = await asyncio.gather(
-        *(recognise(engine, speech.padded(word, RATE), grammar=YES_NO) for word in words)
-    )
+    results = await asyncio.gather(*(recognise(engine, speech.padded(word, RATE), grammar=YES_NO) for word in words))
     watcher.cancel()
 
-    assert [finals(events)[0].text for events in results] == words
+    # Values rather than texts: 아니요 and 아니오 are the same answer and the model picks either for espeak's voice.
+    grammar = yes_no_grammar("ko")
+    heard = [grammar.match_text(finals(events)[0].text) for events in results]
+    assert [match.value if match else None for match in heard] == ["affirm", "deny", "affirm", "deny"]
     assert max(busy_seen) <= engine.workers
     assert engine.stats().open_streams == 0
 
@@ -219,8 +221,10 @@ async def test_chunks_of_one_stream_run_in_order_one_at_a_time(engine: AsrEngine
     watcher.cancel()
     await stream.finish()
 
-    # Same events in the same order (word confidences may differ in the last digits between two recognisers).
-    assert [outline(event) for events in per_chunk for event in events] == [outline(event) for event in expected]
+    # Same utterances in the same order. (Vosk is not bit-reproducible between two recognisers, its float sums
+    # run on BLAS threads: confidences, and under load a partial or an endpoint frame, can differ.)
+    got = [outline(event) for events in per_chunk for event in events if not isinstance(event, Partial)]
+    assert got == [outline(event) for event in expected if not isinstance(event, Partial)]
     # One stream never has more than one chunk waiting in the pool.
     assert max(queued_seen) <= 1
 

@@ -45,6 +45,9 @@ class ScriptedStream:
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         self.grammars.append(list(phrases) if phrases is not None else None)
 
+    def close(self) -> None:
+        self.closed = True
+
 
 class CountingSynthesizer:
     """0.1 s of a constant tone per character, so durations are predictable."""
@@ -80,7 +83,10 @@ def final(text: str, conf: float = 0.95, *, words: Sequence[tuple[str, float]] |
 def make_session(dialogue: ScriptedDialogue, **config: Any) -> tuple[VoiceSession, ScriptedStream, CountingSynthesizer]:
     stream, tts = ScriptedStream(), CountingSynthesizer()
     session = VoiceSession(
-        stream=stream, synthesizer=tts, turn=dialogue, config=VoiceConfig(output_sample_rate=RATE, **config)
+        open_stream=lambda: stream,
+        synthesizer=tts,
+        turn=dialogue,
+        config=VoiceConfig(output_sample_rate=RATE, **config),
     )
     return session, stream, tts
 
@@ -221,7 +227,7 @@ async def test_speaking_over_a_reply_stops_playback_only_when_loud_enough() -> N
 
 
 async def test_a_long_silence_ends_the_call_politely() -> None:
-    session, stream, tts = make_session(ScriptedDialogue(), silence_timeout_s=1.0, max_reprompts=10)
+    session, _stream, tts = make_session(ScriptedDialogue(), silence_timeout_s=1.0, max_reprompts=10)
     events: list[Any] = []
     for _ in range(60):
         events += await session.feed_audio(b"\x00\x00" * (RATE // 50), RATE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_text_without_numerals_is_left_alone(text: str) -> None:
 def test_numeral_soup_never_raises_and_spans_do_not_overlap(text: str) -> None:
     normalize_transcript(text)
     values = find_values(text)
-    for earlier, later in zip(values, values[1:], strict=False):
+    for earlier, later in itertools.pairwise(values):
         assert earlier.end <= later.start
     for value in values:
         assert text[value.start : value.end] == value.spoken

@@ -98,7 +98,7 @@ def restart_conversation(stack: Any, channel: str, customer_id: str) -> None:
 
 @asynccontextmanager
 async def voice_call(
-    stack: Any, customer_id: str, stream: Any, synthesizer: Any, *, channel: str = "voice", **session: Any
+    stack: Any, customer_id: str, open_stream: Any, synthesizer: Any, *, channel: str = "voice", **session: Any
 ) -> AsyncIterator[VoiceCall]:
     restart_conversation(stack, channel, customer_id)
     async with aiohttp.ClientSession() as http:
@@ -110,6 +110,13 @@ async def voice_call(
         )
         turn = voice_turn_function(ctx, customer_id=customer_id, channel=channel)
         voice = VoiceSession(
-            stream=stream, synthesizer=synthesizer, turn=turn, config=VoiceConfig(output_sample_rate=RATE), **session
+            open_stream=open_stream,
+            synthesizer=synthesizer,
+            turn=turn,
+            config=VoiceConfig(output_sample_rate=RATE),
+            **session,
         )
-        yield VoiceCall(voice, turn, stack, customer_id)
+        try:
+            yield VoiceCall(voice, turn, stack, customer_id)
+        finally:
+            await voice.hangup()
