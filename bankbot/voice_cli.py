@@ -286,5 +286,5 @@ def cmd_serve_asr(args: argparse.Namespace) -> int:
     port = args.port or settings.asr_port
     console.print(f"vosk-server-compatible ASR on ws://{host}:{port} (model {escape(str(model_path))})")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_asr_server(engine, host, port))
+        asyncio.run(run_asr_server(engine, host, port, max_session_seconds=settings.asr_max_session_seconds))
     return 0

@@ -67,6 +67,8 @@ class Settings:
     asr_port: int = 2700
     asr_workers: int = 2
     asr_max_streams: int = 64
+    # A WebSocket recognition session longer than this (wall clock) is closed with an error (a stuck client).
+    asr_max_session_seconds: float = 3600.0
     tts_voice: str = "cmn-latn-pinyin"
     # Where `bankbot models install` unpacks speech models.
     models_dir: Path = PROJECT_ROOT / "models"
@@ -114,6 +116,7 @@ class Settings:
             asr_port=int(env.get("BANKBOT_ASR_PORT", "2700")),
             asr_workers=int(env.get("BANKBOT_ASR_WORKERS", "2")),
             asr_max_streams=int(env.get("BANKBOT_ASR_MAX_STREAMS", "64")),
+            asr_max_session_seconds=float(env.get("BANKBOT_ASR_MAX_SESSION_SECONDS", "3600")),
             tts_voice=env.get("BANKBOT_TTS_VOICE", "cmn-latn-pinyin"),
             models_dir=Path(env.get("BANKBOT_MODELS_DIR", str(PROJECT_ROOT / "models"))).resolve(),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},

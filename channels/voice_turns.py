@@ -1,4 +1,4 @@
-"""Where a voice session meets the gateway: its turns go through the shared text pipeline, replies come back speakable."""
+"""Where a voice session meets the gateway: turns go through the shared text pipeline, replies come back speakable."""
 
 from __future__ import annotations
 

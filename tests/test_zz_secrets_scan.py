@@ -14,6 +14,9 @@ from bankcore.models import SmsOutbox
 from tests.dialogue.test_secrets_redacted import TYPED_CARD_NUMBER, TYPED_ID_NUMBER, TYPED_PIN
 from tests.dialogue.test_transfer_risk import TYPED_PINS
 
+# Keyed on the phone keypad by the voice dialogue tests (tests/voice/test_voice_dialogue.py).
+KEYED_PINS = ("864209",)
+
 pytestmark = [pytest.mark.rasa, pytest.mark.after_all]
 
 
@@ -43,7 +46,7 @@ def test_no_secret_in_clear_in_tracker_store_or_logs(live_stack) -> None:  # typ
     logs = _logs_text(live_stack.log_dir)
     assert "/submit_otp" in tracker, "codes reached Rasa only as their digest"
     card_digits = TYPED_CARD_NUMBER.replace(" ", "")
-    secrets = {*codes, TYPED_PIN, *TYPED_PINS, TYPED_CARD_NUMBER, card_digits, TYPED_ID_NUMBER}
+    secrets = {*codes, TYPED_PIN, *TYPED_PINS, *KEYED_PINS, TYPED_CARD_NUMBER, card_digits, TYPED_ID_NUMBER}
     for name, haystack in (("tracker store", tracker), ("logs", logs)):
         leaked = sorted(s for s in secrets if _found(s, haystack))
         assert not leaked, f"secrets in clear in the {name}: {leaked}"
@@ -55,6 +58,6 @@ def test_metrics_carry_no_secret(live_stack) -> None:  # type: ignore[no-untyped
     with urllib.request.urlopen(f"{live_stack.gateway_url}/metrics", timeout=10) as response:
         metrics = response.read().decode()
     assert (
-        all(pin not in metrics for pin in (TYPED_PIN, *TYPED_PINS))
+        all(pin not in metrics for pin in (TYPED_PIN, *TYPED_PINS, *KEYED_PINS))
         and TYPED_CARD_NUMBER.replace(" ", "") not in metrics
     )

@@ -308,6 +308,8 @@ class AsrStream:
             if self.closed:
                 raise AsrStreamClosed("the recognition stream is closed")
             task = asyncio.ensure_future(self._engine._run(work))
+            # If the caller is cancelled nobody awaits the task; this keeps its error from being logged as lost.
+            task.add_done_callback(_retrieve_exception)
             self._inflight = task
             return await asyncio.shield(task)
 
@@ -475,6 +477,11 @@ class AsrStream:
             if recognizer.AcceptWaveform(tail):
                 return str(recognizer.Result())
         return str(recognizer.FinalResult())
+
+
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _partial_text(partial_json: str) -> str:

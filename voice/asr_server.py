@@ -69,7 +69,14 @@ def asr_app(
     app[ENGINE_KEY] = engine
     app[LIMITS_KEY] = ServerLimits(default_sample_rate, max_message_bytes, max_session_seconds)
     app.router.add_get("/", _recognise)
+    app.router.add_get("/healthz", _health)
     return app
+
+
+async def _health(request: web.Request) -> web.Response:
+    """Liveness for process supervisors (`bankbot run` waits on it), with the engine's load."""
+    stats = request.app[ENGINE_KEY].stats()
+    return web.json_response({"status": "ok", "open_streams": stats.open_streams, "busy_workers": stats.busy_workers})
 
 
 async def run_asr_server(engine: AsrEngine, host: str = "127.0.0.1", port: int = 2700, **options: Any) -> None:
