@@ -10,7 +10,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance \
-	bench-risk bench-risk-quality bench-risk-latency shell clean
+	bench-risk bench-risk-quality bench-risk-latency bench-voice shell clean
 
 setup:
 	@tools/ensure-apt.sh
@@ -38,7 +38,7 @@ pytest: setup
 
 test: lint pytest
 
-bench: bench-nlu bench-turns bench-foresight bench-first-utterance bench-risk
+bench: bench-nlu bench-turns bench-foresight bench-first-utterance bench-risk bench-voice
 
 bench-nlu: setup
 	$(PY) -m bankbot bench nlu
@@ -72,6 +72,17 @@ bench-risk-latency: setup
 	$(PY) -m bankbot bench risk-latency --decisions 2000 --transfers 60 --events 80 --model var/risk/model-20k
 
 bench-risk: bench-risk-quality bench-risk-latency
+
+# Speech with the configured Vosk model (else the Korean test model): real-time factor per stream at 8 and
+# 16 kHz and how many streams stay under real time on this machine, memory, grammar accuracy on espeak-ng
+# speech; bad input against the WebSocket endpoint (30-minute stream included); end of speech to the first
+# reply audio over 100 turns, with and without the Rasa turn; the grammar thresholds' own measurement.
+bench-voice: setup
+	$(PY) -m bankbot bench asr --seconds 20 --max-streams 8
+	$(PY) -m bankbot bench asr-robustness --long-minutes 30
+	$(PY) -m bankbot train
+	$(PY) -m bankbot bench voice-latency --turns 100
+	$(PY) -m pytest -q -m slow -s tests/voice/test_grammar.py
 
 bench-first-utterance: setup
 	$(PY) -m bankbot train

@@ -243,12 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
     turns.add_argument("--turns", type=int, default=500)
     turns.set_defaults(handler=cmd_turns_bench)
 
-    from bankbot import events_cli, foresight_data_cli, foresight_model_cli, risk_cli, voice_bench, voice_cli
+    from bankbot import (
+        asr_robustness,
+        events_cli,
+        foresight_data_cli,
+        foresight_model_cli,
+        risk_cli,
+        voice_bench,
+        voice_cli,
+    )
 
     events_cli.register(commands)
     risk_cli.register(commands)
     voice_cli.register(commands)
     voice_bench.register(bench)
+    asr_robustness.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )

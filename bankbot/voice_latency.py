@@ -54,6 +54,8 @@ class TranscriptOverride:
 
 
 async def _measure(session: Any, first_audio: list[float], utterance: bytes) -> float:
+    # Every measured utterance is an open request, whatever buttons the previous reply offered.
+    session.expect_free_speech()
     step = RATE * 2 * CHUNK_MS // 1000
     for offset in range(0, len(utterance), step):
         await session.feed_audio(utterance[offset : offset + step], RATE)

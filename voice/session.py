@@ -197,6 +197,12 @@ class VoiceSession:
             return []
         return await self._turn(text, {"input_mode": "text"})
 
+    def expect_free_speech(self) -> None:
+        """Drop what the last reply expected (a channel that moved the conversation on by other means)."""
+        self.expectation = _Expectation()
+        self.keypad_buffer = ""
+        self._listen()
+
     async def hangup(self, reason: str = "caller") -> list[SessionEvent]:
         if self.ended:
             return []
@@ -296,9 +302,19 @@ class VoiceSession:
 
     def _listen(self) -> None:
         """Switch the recogniser to the grammar of the current expectation (or back to free speech)."""
-        if self.expectation.closed:
-            self.stream.set_grammar(self._grammar().phrases())
-        else:
+        if not self.expectation.closed:
+            self.stream.set_grammar(None)
+            return
+        grammar = self._grammar()
+        try:
+            # The answers alone first: a grammar whose answers the model cannot spell would be decoys only,
+            # and would turn every answer away.
+            self.stream.set_grammar([phrase for phrase in grammar.phrases() if phrase not in grammar.fillers])
+            self.stream.set_grammar(grammar.phrases())
+        except ValueError:
+            # None of the answers is a word the model knows (a model of another language, or titles it
+            # cannot spell): listen freely and snap what is heard to the answers instead.
+            logger.warning("no answer of the grammar is in the recogniser's vocabulary; listening freely")
             self.stream.set_grammar(None)
 
     # -- keypad ---------------------------------------------------------------------------------------------

