@@ -190,6 +190,7 @@ async def _bench_asr(args: argparse.Namespace) -> int:
                 f"{accuracy['rejected_rate']:.1%}",
                 f"{accuracy['out_rejected_rate']:.1%} of {accuracy['out_of_grammar']}",
             )
+    report["mandarin_cer"] = await _mandarin_cer(engine)
     await engine.aclose()
     console.print(
         f"model {model_path.name}: loaded in {load_seconds:.1f} s, {model_mib:.0f} MiB resident; "
@@ -199,6 +200,14 @@ async def _bench_asr(args: argparse.Namespace) -> int:
         "grammar answers said by espeak-ng's Korean voice (6 speed/pitch settings), then other speech and noise:"
     )
     console.print(accuracy_table)
+    cer = report["mandarin_cer"]
+    if cer is None:
+        console.print("Mandarin character error rate: skipped, the model does not transcribe Mandarin")
+    else:
+        console.print(
+            f"Mandarin banking set ({cer['sentences']} sentences, espeak-ng pinyin voice): character error rate "
+            f"{cer['cer_8000']:.1%} at 8 kHz, {cer['cer_16000']:.1%} at 16 kHz"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     console.print(f"report: {args.out}")
@@ -274,6 +283,36 @@ async def _recognise(engine: Any, pcm: bytes, rate: int, grammar: Sequence[str] 
         stream.close()
     spoken = [f for f in [*finals, last] if f.text]
     return spoken[0] if spoken else last
+
+
+async def _mandarin_cer(engine: Any) -> dict[str, Any] | None:
+    """Character error rate on the Mandarin banking set, or None when the model does not speak Mandarin."""
+    from voice.audio import silence
+    from voice.tts import EspeakPinyinSynthesizer
+
+    synth = EspeakPinyinSynthesizer(speed=140)
+    result: dict[str, Any] = {"sentences": len(MANDARIN_SET)}
+    for rate in (8000, 16000):
+        errors = characters = 0
+        for index, sentence in enumerate(MANDARIN_SET):
+            pcm = silence(0.3, rate) + await synth.synthesize(sentence, rate) + silence(0.8, rate)
+            heard = "".join((await _recognise(engine, pcm, rate, None)).text.split())
+            if index == 0 and not any("\u4e00" <= ch <= "\u9fff" for ch in heard):
+                return None
+            errors += edit_distance(heard, sentence)
+            characters += len(sentence)
+        result[f"cer_{rate}"] = round(errors / characters, 4)
+    return result
+
+
+def edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
 
 
 def _noise(rate: int, seconds: float, seed: int) -> bytes:

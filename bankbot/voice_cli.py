@@ -42,9 +42,10 @@ def register(commands: Any) -> None:
     talk.add_argument("--customer", required=True, help="demo customer id, e.g. C001")
     talk.add_argument(
         "steps",
-        nargs="+",
+        nargs="*",
         help="in order: a WAV file (one utterance), dtmf:DIGITS (keypad, e.g. dtmf:1 or dtmf:2500#), or text:TEXT",
     )
+    talk.add_argument("--wav", action="append", default=[], help="a WAV utterance, said before the other steps")
     talk.add_argument("--model", type=Path, help="Vosk model directory (default: BANKBOT_VOSK_MODEL)")
     talk.add_argument("--rate", type=int, default=8000, choices=(8000, 16000), help="reply audio sample rate")
     talk.add_argument("--out", type=Path, default=Path("var/voice-talk"), help="where reply audio is written")
@@ -157,6 +158,10 @@ def _final_json(final: Any) -> dict[str, Any]:
 
 def cmd_talk(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    args.steps = [*args.wav, *args.steps]
+    if not args.steps:
+        errors.print("nothing to say: give WAV files (--wav or positional), dtmf:DIGITS or text:TEXT steps")
+        return 2
     wav_steps = [s for s in args.steps if not s.startswith(("dtmf:", "text:"))]
     model_path = _model_path(args, settings) if wav_steps else None
     if wav_steps and model_path is None:
