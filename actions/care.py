@@ -10,6 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 
 from actions import messages
+from actions.reminders import note_reminder_outcome
 from actions.runtime import BankAction, Turn
 from actions.transfer_risk import risk_summary
 from bankcore import customer_care
@@ -124,6 +125,13 @@ class ActionRecordOptOut(BankAction):
 
     def act(self, turn: Turn) -> list[EventType]:
         topic = opt_out_topic(turn.text)
-        customer_care.record_opt_out(turn.session, turn.customer_id, topic=topic, channel=turn.channel, now=turn.now)
-        turn.dispatcher.utter_message(response="utter_opt_out_recorded", topic=messages.OPT_OUT_TOPICS[topic])
+        channel = turn.channel
+        reminder_topic = turn.slot("reminder_topic")
+        if reminder_topic and topic in ("all", "reminders", "calls"):
+            # "别再打了" in a conversation a reminder opened: no more reminders of that kind, on any channel.
+            topic, channel = str(reminder_topic), "all"
+            note_reminder_outcome(turn, "opted_out")
+        customer_care.record_opt_out(turn.session, turn.customer_id, topic=topic, channel=channel, now=turn.now)
+        label = messages.OPT_OUT_TOPICS.get(topic) or messages.REMINDER_TOPICS.get(topic, "此类提醒")
+        turn.dispatcher.utter_message(response="utter_opt_out_recorded", topic=label)
         return []

@@ -9,6 +9,7 @@ from uuid import uuid4
 from rasa_sdk.events import EventType, SlotSet
 
 from actions import messages
+from actions.reminders import note_reminder_outcome
 from actions.runtime import BankAction, Turn
 from actions.transfer_risk import repayment_allowed
 from bankcore import accounts, credit_cards, deposits, loans
@@ -129,6 +130,7 @@ def confirm_card_repayment(turn: Turn, repayment_id: str) -> None:
         credit_cards.cancel_repayment(turn.session, turn.customer_id, repayment_id)
         return
     done = credit_cards.execute_repayment(turn.session, turn.customer_id, repayment_id, turn.now)
+    note_reminder_outcome(turn, "acted")
     after = credit_cards.statement(turn.session, turn.customer_id, last4=done.card_last4)
     turn.dispatcher.utter_message(
         response="utter_card_repayment_done",
@@ -192,6 +194,7 @@ def confirm_loan_repayment(turn: Turn, subject: str) -> None:
     if done.status != "completed":
         turn.dispatcher.utter_message(response=f"utter_error_{done.failure_reason or 'generic'}")
         return
+    note_reminder_outcome(turn, "acted")
     loan = loans.get_loan(turn.session, turn.customer_id, loan_id)
     turn.dispatcher.utter_message(
         response="utter_loan_repayment_done",

@@ -95,6 +95,15 @@ OPT_OUT_TOPICS = {
     "all": "营销推广和提醒信息",
 }
 
+# Reminder topics (bankcore/reminders/rules.yaml) as the opt-out confirmation names them.
+REMINDER_TOPICS = {
+    "loan": "贷款还款提醒",
+    "credit_card": "信用卡还款提醒",
+    "card": "卡片到期提醒",
+    "deposit": "存款到期提醒",
+    "service": "服务通知",
+}
+
 FALLBACK_OTHER = "都不是，转人工"
 INTENT_LABELS = {
     "check_balance": "查询余额",

@@ -1,0 +1,126 @@
+"""A reminder the scheduler opened a conversation with: read it, offer what to do, and record what came of it.
+
+The scheduler sends `/EXTERNAL_reminder{...}` with the reminder as entities (kind, topic, key, item) and the
+customer in the message metadata, like every gateway turn. Outcomes (acted, declined, opted out) become
+`reminder_outcome` cross-channel events, which the foresight model reads like any other event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from decimal import Decimal
+from typing import Any
+
+from rasa_sdk.events import EventType, SlotSet
+
+from actions.runtime import BankAction, Turn
+from bankcore import customers, deposits, loans
+from bankcore.event_store import store_events
+from bankcore.events import MAX_ID_CHARS, Event
+from bankcore.money import format_amount
+
+logger = logging.getLogger(__name__)
+
+# What the customer can do next, per kind of reminder (button title, payload).
+_NEXT_STEPS: dict[str, list[tuple[str, str]]] = {
+    "loan_instalment_due": [("现在还款", "/loan_repayment"), ("稍后再说", "/deny")],
+    "card_statement_due": [("现在还款", "/credit_card_repay"), ("稍后再说", "/deny")],
+    "auto_debit_failed": [("现在还款", "/loan_repayment"), ("稍后再说", "/deny")],
+    "deposit_maturing": [("查看我的定期", "/deposit_maturity"), ("知道了", "/deny")],
+}
+_KNOWN_KINDS = frozenset(
+    {
+        "loan_instalment_due",
+        "card_statement_due",
+        "card_expiring",
+        "deposit_maturing",
+        "auto_debit_failed",
+        "service_notice",
+    }
+)
+
+
+def _due_text(value: str | None) -> str:
+    try:
+        day = dt.date.fromisoformat(str(value))
+    except ValueError:
+        return str(value or "近期")
+    return f"{day.month}月{day.day}日"
+
+
+class ActionReminder(BankAction):
+    action_name = "action_reminder"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        kind = turn.entity("reminder_kind") or ""
+        key = turn.entity("reminder_key")
+        topic = turn.entity("reminder_topic")
+        item = turn.entity("reminder_item") or ""
+        customer = customers.get_customer(turn.session, turn.customer_id)
+        params: dict[str, Any] = {
+            "title": f"{customer.surname}{customer.title}",
+            "amount": format_amount_text(turn.entity("amount")),
+            "due_date": _due_text(turn.entity("date")),
+            "product": "",
+            "card_last4": turn.entity("card_last4") or "",
+            "notice": "",
+        }
+        params.update(_item_details(turn, kind, item))
+        response = f"utter_reminder_{kind}" if kind in _KNOWN_KINDS else "utter_reminder_generic"
+        buttons = [{"title": title, "payload": payload} for title, payload in _NEXT_STEPS.get(kind, [])]
+        turn.dispatcher.utter_message(response=response, buttons=buttons or None, **params)
+        return [SlotSet("reminder_topic", topic), SlotSet("reminder_key", key)]
+
+
+def format_amount_text(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return format_amount(Decimal(value))
+    except ArithmeticError:
+        return value
+
+
+def _item_details(turn: Turn, kind: str, item: str) -> dict[str, Any]:
+    """Names the reminder's entities do not carry (product names), read from the bank; best effort."""
+    try:
+        if kind in ("loan_instalment_due", "auto_debit_failed"):
+            for loan in loans.list_loans(turn.session, turn.customer_id):
+                if item.startswith(loan.id) or item == loan.id:
+                    return {"product": loan.name}
+            return {"product": "贷款"}
+        if kind == "deposit_maturing":
+            for deposit in deposits.list_deposits(turn.session, turn.customer_id):
+                if deposit.id == item:
+                    return {"product": deposit.name}
+            return {"product": "定期存款"}
+    except Exception:
+        logger.warning("reminder details unavailable", exc_info=True, extra={"customer_id": turn.customer_id})
+    return {}
+
+
+def note_reminder_outcome(turn: Turn, outcome: str) -> None:
+    """When this conversation was opened by a reminder, record what came of it (once per outcome)."""
+    key = turn.slot("reminder_key")
+    if not key:
+        return
+    event = Event(
+        customer_id=turn.customer_id,
+        ts=turn.now,
+        channel=turn.channel,
+        type="reminder_outcome",
+        attrs={"outcome": outcome, "topic": str(turn.slot("reminder_topic") or "")},
+        event_id=f"reminder:{outcome}:{hashlib.sha256(str(key).encode()).hexdigest()[:40]}"[:MAX_ID_CHARS],
+    )
+    store_events(turn.session, [event])
+
+
+class ActionReminderDeclined(BankAction):
+    action_name = "action_reminder_declined"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        note_reminder_outcome(turn, "declined")
+        turn.dispatcher.utter_message(response="utter_reminder_declined")
+        return []
