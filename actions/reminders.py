@@ -1,8 +1,10 @@
 """A reminder the scheduler opened a conversation with: read it, offer what to do, and record what came of it.
 
-The scheduler sends `/EXTERNAL_reminder{...}` with the reminder as entities (kind, topic, key, item) and the
-customer in the message metadata, like every gateway turn. Outcomes (acted, declined, opted out) become
-`reminder_outcome` cross-channel events, which the foresight model reads like any other event.
+The scheduler sends `/EXTERNAL_reminder{...}` (channels/reminder_conversations.py) with the reminder as
+entities of their own (reminder_kind, reminder_topic, reminder_key, reminder_item, reminder_amount,
+reminder_due, reminder_card: no form slot such as `amount` is filled by a reminder) and the customer in the
+message metadata, like every gateway turn. Outcomes (acted, declined, opted out) become `reminder_outcome`
+cross-channel events, which the foresight model reads like any other event.
 """
 
 from __future__ import annotations
@@ -61,10 +63,10 @@ class ActionReminder(BankAction):
         customer = customers.get_customer(turn.session, turn.customer_id)
         params: dict[str, Any] = {
             "title": f"{customer.surname}{customer.title}",
-            "amount": format_amount_text(turn.entity("amount")),
-            "due_date": _due_text(turn.entity("date")),
+            "amount": format_amount_text(turn.entity("reminder_amount")),
+            "due_date": _due_text(turn.entity("reminder_due")),
             "product": "",
-            "card_last4": turn.entity("card_last4") or "",
+            "card_last4": turn.entity("reminder_card") or "",
             "notice": "",
         }
         params.update(_item_details(turn, kind, item))

@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bankcore.reminders.decisions import Cancel, Decision, Send, Suppress, Wait
 
 UTC = dt.UTC
+# The bank's zone (bankcore.sandbox.BANK_ZONE), named here so the policy stays free of the database layer.
+DEFAULT_ZONE = "Asia/Shanghai"
 
 # Opt-out topics that cover every reminder topic, and the one that covers every phone call.
 ALL_REMINDERS_TOPICS = ("reminders", "all")
@@ -122,16 +124,15 @@ def zone_of(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("Asia/Shanghai")
+        return ZoneInfo(DEFAULT_ZONE)
 
 
 def is_opted_out(opted_out: frozenset[tuple[str, str]], topic: str, channel: str) -> bool:
     """True when a recorded (topic, channel) opt-out covers this reminder topic on this channel."""
     topics = {topic, *ALL_REMINDERS_TOPICS}
-    if channel == "phone":
-        # "Don't call me" is about calls, whichever channel it was said on.
-        if any(t == CALLS_TOPIC for t, _ in opted_out):
-            return True
+    # "Don't call me" is about calls, whichever channel it was said on.
+    if channel == "phone" and any(t == CALLS_TOPIC for t, _ in opted_out):
+        return True
     channels = {*OPT_OUT_CHANNEL_NAMES.get(channel, (channel,)), "all"}
     return any(t in topics and c in channels for t, c in opted_out)
 

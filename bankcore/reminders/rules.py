@@ -88,22 +88,22 @@ class _Strict(BaseModel):
 
 
 def _parse_clock(value: Any) -> dt.time:
-    """"HH:MM" local time; YAML may already have turned an unquoted 10:00 into minutes (600)."""
+    """ "HH:MM" local time; YAML may already have turned an unquoted 10:00 into minutes (600)."""
     if isinstance(value, dt.time):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads unquoted 10:00 as the sexagesimal integer 600.
         if 0 <= value < 24 * 60:
             return dt.time(value // 60, value % 60)
-        raise ValueError(f"{value} is not a time of day; write it quoted, like \"10:00\"")
+        raise ValueError(f'{value} is not a time of day; write it quoted, like "10:00"')
     if not isinstance(value, str):
-        raise ValueError("must be a local time written \"HH:MM\"")
+        raise ValueError('must be a local time written "HH:MM"')
     try:
         parsed = dt.time.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{value!r} is not a local time written \"HH:MM\"") from None
+        raise ValueError(f'{value!r} is not a local time written "HH:MM"') from None
     if parsed.second or parsed.microsecond or parsed.tzinfo is not None:
-        raise ValueError(f"{value!r}: write hours and minutes only, without a zone (\"HH:MM\")")
+        raise ValueError(f'{value!r}: write hours and minutes only, without a zone ("HH:MM")')
     return parsed
 
 
@@ -131,11 +131,16 @@ class RetrySection(_Strict):
         return self
 
 
+CapKey = Literal["default", "wecom", "miniprogram", "phone", "sms", "webchat"]
+
+
+def _default_caps() -> dict[CapKey, CapSection]:
+    return {"default": CapSection()}
+
+
 class PolicySection(_Strict):
     quiet_hours: QuietHoursSection = QuietHoursSection()
-    frequency_caps: dict[Literal["default", "wecom", "miniprogram", "phone", "sms", "webchat"], CapSection] = Field(
-        default_factory=lambda: {"default": CapSection()}
-    )
+    frequency_caps: dict[CapKey, CapSection] = Field(default_factory=_default_caps)
     retry: RetrySection = RetrySection()
     rate_limits: dict[Channel, float] = Field(default_factory=dict)
 
@@ -242,8 +247,8 @@ class ReminderRules:
 
 def policy_config(section: PolicySection) -> PolicyConfig:
     """The pure policy's configuration from the file's policy section."""
-    caps = {
-        channel: FrequencyCap(max_sends=cap.max, window=dt.timedelta(hours=cap.per_hours))
+    caps: dict[str, FrequencyCap] = {
+        str(channel): FrequencyCap(max_sends=cap.max, window=dt.timedelta(hours=cap.per_hours))
         for channel, cap in section.frequency_caps.items()
     }
     default = caps.pop("default", FrequencyCap(max_sends=2, window=dt.timedelta(hours=24)))
@@ -254,7 +259,7 @@ def policy_config(section: PolicySection) -> PolicyConfig:
         retry_base=dt.timedelta(seconds=section.retry.base_seconds),
         retry_cap=dt.timedelta(seconds=section.retry.cap_seconds),
         max_attempts=section.retry.max_attempts,
-        rate_limits=dict(section.rate_limits),
+        rate_limits={str(channel): rate for channel, rate in section.rate_limits.items()},
     )
 
 
