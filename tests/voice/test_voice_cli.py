@@ -91,7 +91,10 @@ def test_talk_runs_a_voice_conversation_against_the_running_assistant(  # type: 
     restart_conversation(live_stack, "voice", "C001")
     out_dir = tmp_path / "talk"
     steps = ["text:我的余额是多少", str(speech.wav("상담원 연결해 주세요", 16000))]
-    assert main(["voice", "talk", "--customer", "C001", "--model", str(korean_model.path), "--out", str(out_dir), *steps]) == 0
+    assert (
+        main(["voice", "talk", "--customer", "C001", "--model", str(korean_model.path), "--out", str(out_dir), *steps])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "余额" in out, out
     assert "heard" in out, "the WAV step went through the recogniser"
