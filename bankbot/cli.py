@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         events_cli,
         foresight_data_cli,
         foresight_model_cli,
+        reminders_cli,
         risk_cli,
         voice_bench,
         voice_cli,
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     events_cli.register(commands)
     risk_cli.register(commands)
+    reminders_cli.register(commands)
     voice_cli.register(commands)
     voice_bench.register(bench)
     asr_robustness.register(bench)

@@ -537,3 +537,58 @@ class RiskWatchlistEntry(Base):
     key: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(String(200), default="")
     added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class Reminder(Base):
+    """One outbound reminder the scheduler owes a customer (bankcore.reminders.store keeps its state machine).
+
+    planned → due → dispatching → delivered | failed | cancelled | suppressed. `key` is unique per customer,
+    rule, due item and offset, so planning twice creates nothing twice; it is also the channel's
+    idempotency key, so a reminder re-sent after a worker crash is deduplicated by the platform.
+    """
+
+    __tablename__ = "reminders"
+    __table_args__ = (Index("ix_reminders_status_next_attempt", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64))  # loan_instalment_due | card_statement_due | card_expiring | ...
+    topic: Mapped[str] = mapped_column(String(32))  # the opt-out topic (loan, credit_card, card, deposit, ...)
+    item_id: Mapped[str] = mapped_column(String(128))  # the due thing: instalment, account, card, deposit ...
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    send_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())  # earliest dispatch
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)  # preference order
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # planned | due | dispatching | delivered | failed | cancelled | suppressed
+    status: Mapped[str] = mapped_column(String(16), default="planned")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When a worker may next claim it; while dispatching, the lease's end (so takeover is the same range scan).
+    # NULL once the reminder is final.
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    channel: Mapped[str | None] = mapped_column(String(32))  # the channel it was finally sent on
+    outcome: Mapped[str | None] = mapped_column(String(16))  # reached | acted | promised | declined | opted_out
+    last_error: Mapped[str | None] = mapped_column(Text)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class ReminderAttempt(Base):
+    """One claim of a reminder and how it ended: the attempt history the store writes with each completion."""
+
+    __tablename__ = "reminder_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reminder_id: Mapped[int] = mapped_column(ForeignKey("reminders.id"), index=True)
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # delivered | failed | retry | waiting | suppressed | cancelled
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bankcore.database import make_engine, make_session_factory
 from bankcore.settings import Settings
-from channels import events_api, health
+from channels import events_api, health, reminders_api
 from channels.http_errors import error_middleware_for
 from channels.metrics import GatewayMetrics, RiskDecisionCollector
 from channels.rasa_client import RasaClient
@@ -60,4 +60,5 @@ def create_app(settings: Settings, *, webchat_rate_limit_per_minute: int | None 
     WebChatInput(settings, rate_limit_per_minute=webchat_rate_limit_per_minute).register(app)
     health.register(app)
     events_api.register(app)
+    reminders_api.register(app)
     return app

@@ -19,7 +19,6 @@ auto-debits, which are about the past already) a reminder of it is no longer sen
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from bankcore.core_facts import HELD_CARD_STATUSES
 from bankcore.models import Account, Card, ChannelIdentity, Customer, Deposit, Loan, LoanInstalment, OptOut
+from bankcore.reminders import store
 from bankcore.reminders.planner import auto_debit_recovered
 from bankcore.reminders.policy import DEFAULT_ZONE, CustomerContext, zone_of
 
@@ -99,17 +99,6 @@ def _settled(session: Session, reminder: StoredReminder, today: dt.date) -> bool
     return False
 
 
-def _recent_deliveries(session: Session, customer_id: str, since: dt.datetime) -> list[tuple[str, dt.datetime]]:
-    """The store's delivery history; none while no store is installed (then no cap can bind)."""
-    try:
-        store = importlib.import_module("bankcore.reminders.store")
-    except ModuleNotFoundError as error:
-        if error.name != "bankcore.reminders.store":
-            raise  # the store exists but one of its own imports is broken: that must not pass silently
-        return []
-    return [(str(channel), sent_at) for channel, sent_at in store.recent_deliveries(session, customer_id, since)]
-
-
 def gather_context(
     session: Session, reminder: StoredReminder, now: dt.datetime, *, cap_window: dt.timedelta
 ) -> CustomerContext:
@@ -125,7 +114,7 @@ def gather_context(
             select(OptOut.topic, OptOut.channel).where(OptOut.customer_id == customer.id)
         )
     )
-    recent = _recent_deliveries(session, customer.id, now - cap_window)
+    recent = store.recent_deliveries(session, customer.id, now - cap_window)
     return CustomerContext(
         customer_id=customer.id,
         timezone=zone.key,

@@ -22,7 +22,6 @@ What is due (the selection follows bankcore.core_facts):
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -34,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from bankcore.core_facts import HELD_CARD_STATUSES
 from bankcore.models import Account, Card, CrossChannelEvent, Customer, CustomerProfile, Deposit, Loan, LoanInstalment
+from bankcore.reminders import store
 from bankcore.reminders.planned import PlannedReminder
 from bankcore.reminders.policy import zone_of
 from bankcore.reminders.rules import ReminderRules, Rule
@@ -303,8 +303,7 @@ def plan_and_store(
     session: Session, rules: ReminderRules, now: dt.datetime, *, horizon_days: int = DEFAULT_HORIZON_DAYS
 ) -> tuple[int, int]:
     """Plan and hand every reminder to the durable store; (planned, newly created) — the rest already existed."""
-    # Imported by name: the store is a sibling module built separately, and the planner must not need it to plan.
-    store = importlib.import_module("bankcore.reminders.store")
     planned = plan(session, rules, now, horizon_days=horizon_days)
-    created = sum(int(store.add_planned(session, reminder, now)) for reminder in planned)
+    # One bulk call: the store inserts in chunks and lets the database drop keys it already holds.
+    created = store.add_planned(session, planned, now)
     return len(planned), created

@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import sys
-import types
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore import sandbox
@@ -29,12 +29,14 @@ from bankcore.models import (
     Loan,
     LoanInstalment,
     OptOut,
+    Reminder,
 )
-from bankcore.reminders import messages
+from bankcore.reminders import messages, store
 from bankcore.reminders.context import gather_context
+from bankcore.reminders.decisions import Send
 from bankcore.reminders.planned import PlannedReminder
 from bankcore.reminders.planner import plan, plan_and_store
-from bankcore.reminders.policy import DEFAULT_ZONE
+from bankcore.reminders.policy import DEFAULT_ZONE, decide
 from bankcore.reminders.rules import DEFAULT_RULES_PATH, ReminderRules, build_rules, load_rules
 
 UTC = dt.UTC
@@ -387,55 +389,55 @@ def test_the_shipped_rules_plan_the_demo_bank(factory: sessionmaker[Session]) ->
 # ------------------------------------------------------------------ storing and the customer context
 
 
-class FakeStore:
-    """Stands in for bankcore.reminders.store's add_planned / recent_deliveries in these tests."""
+@dataclass
+class FakeDeliveries:
+    """Deliveries the store reports for frequency caps, without running a worker to make them."""
 
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-        self.deliveries: list[tuple[str, str, dt.datetime]] = []
-
-    def add_planned(self, session: Session, planned: PlannedReminder, now: dt.datetime) -> int:
-        if planned.key in self.keys:
-            return 0
-        self.keys.add(planned.key)
-        return 1
+    rows: list[tuple[str, str, dt.datetime]] = field(default_factory=list)
 
     def recent_deliveries(
         self, session: Session, customer_id: str, since: dt.datetime
     ) -> list[tuple[str, dt.datetime]]:
-        return [(channel, at) for cid, channel, at in self.deliveries if cid == customer_id and at >= since]
+        return [(channel, at) for cid, channel, at in self.rows if cid == customer_id and at >= since]
 
 
 @pytest.fixture
-def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
-    fake = FakeStore()
-    try:
-        from bankcore.reminders import store as real
-    except ImportError:
-        module = types.ModuleType("bankcore.reminders.store")
-        monkeypatch.setitem(sys.modules, "bankcore.reminders.store", module)
-        real = module  # type: ignore[assignment]
-    monkeypatch.setattr(real, "add_planned", fake.add_planned, raising=False)
-    monkeypatch.setattr(real, "recent_deliveries", fake.recent_deliveries, raising=False)
+def deliveries(monkeypatch: pytest.MonkeyPatch) -> FakeDeliveries:
+    fake = FakeDeliveries()
+    monkeypatch.setattr(store, "recent_deliveries", fake.recent_deliveries)
     return fake
 
 
-def test_plan_and_store_creates_nothing_twice(bank: sessionmaker[Session], fake_store: FakeStore) -> None:
+def test_plan_and_store_creates_nothing_twice(bank: sessionmaker[Session]) -> None:
     rules = build_rules(RULES)
     with unit_of_work(bank) as session:
         planned, created = plan_and_store(session, rules, NOW)
     assert planned == created == 12
     with unit_of_work(bank) as session:
         assert plan_and_store(session, rules, NOW) == (12, 0)
+        stored = {key: send_after for key, send_after in session.execute(select(Reminder.key, Reminder.send_after))}
+    expected = {reminder.key: reminder.send_after for reminder in _plan(bank)}
+    assert stored == expected
+
+
+def test_a_stored_reminder_is_what_the_policy_and_the_context_read(bank: sessionmaker[Session]) -> None:
+    with unit_of_work(bank) as session:
+        plan_and_store(session, build_rules(RULES), NOW)
+    with unit_of_work(bank) as session:
+        row = session.scalars(select(Reminder).where(Reminder.key == "CSH:loan:LSH:1:2026-11-23:T-3")).one()
+        ctx = gather_context(session, row, NOW, cap_window=dt.timedelta(hours=24))
+        assert decide(row, ctx, build_rules(RULES).policy(), NOW) == Send("wecom")
 
 
 def _reminder(bank: sessionmaker[Session], key: str) -> PlannedReminder:
     return {reminder.key: reminder for reminder in _plan(bank)}[key]
 
 
-def test_context_reads_zone_reach_opt_outs_and_recent_sends(bank: sessionmaker[Session], fake_store: FakeStore) -> None:
+def test_context_reads_zone_reach_opt_outs_and_recent_sends(
+    bank: sessionmaker[Session], deliveries: FakeDeliveries
+) -> None:
     reminder = _reminder(bank, "CSH:loan:LSH:1:2026-11-23:T-3")
-    fake_store.deliveries += [
+    deliveries.rows += [
         ("CSH", "wecom", NOW - dt.timedelta(hours=3)),
         ("CSH", "wecom", NOW - dt.timedelta(hours=30)),  # outside the window
         ("CNY", "wecom", NOW - dt.timedelta(hours=1)),  # someone else
@@ -453,7 +455,7 @@ def test_context_reads_zone_reach_opt_outs_and_recent_sends(bank: sessionmaker[S
 
 
 def test_a_customer_without_phone_or_bindings_is_reachable_on_webchat_only(
-    bank: sessionmaker[Session], fake_store: FakeStore
+    bank: sessionmaker[Session], deliveries: FakeDeliveries
 ) -> None:
     reminder = _reminder(bank, "CNY:loan:LNY:1:2026-11-22:T-1")
     with unit_of_work(bank) as session:
@@ -471,7 +473,9 @@ def _settled(bank: sessionmaker[Session], reminder: PlannedReminder, now: dt.dat
         return gather_context(session, reminder, now, cap_window=dt.timedelta(hours=24)).settled
 
 
-def test_settlement_before_dispatch_is_seen_for_each_kind(bank: sessionmaker[Session], fake_store: FakeStore) -> None:
+def test_settlement_before_dispatch_is_seen_for_each_kind(
+    bank: sessionmaker[Session], deliveries: FakeDeliveries
+) -> None:
     loan = _reminder(bank, "CSH:loan:LSH:1:2026-11-23:T-3")
     statement = _reminder(bank, "CSH:statement:ACR:2026-11-21:T-1")
     card = _reminder(bank, "CSH:expiry:K1:2026-12-20:T-30")
@@ -507,7 +511,7 @@ def test_settlement_before_dispatch_is_seen_for_each_kind(bank: sessionmaker[Ses
 
 
 def test_a_changed_expiry_or_due_date_settles_the_old_reminder(
-    bank: sessionmaker[Session], fake_store: FakeStore
+    bank: sessionmaker[Session], deliveries: FakeDeliveries
 ) -> None:
     statement = _reminder(bank, "CSH:statement:ACR:2026-11-21:T-1")
     card = _reminder(bank, "CSH:expiry:K1:2026-12-20:T-30")
@@ -520,7 +524,7 @@ def test_a_changed_expiry_or_due_date_settles_the_old_reminder(
     assert _settled(bank, statement) and _settled(bank, card)
 
 
-def test_a_reminder_past_its_due_date_is_moot(bank: sessionmaker[Session], fake_store: FakeStore) -> None:
+def test_a_reminder_past_its_due_date_is_moot(bank: sessionmaker[Session], deliveries: FakeDeliveries) -> None:
     notice = _reminder(bank, "CSH:notice:maint-1:2026-11-21:T-1")
     debit = _reminder(bank, "CNY:debit:ad-1:2026-11-19:T-0")
     assert _settled(bank, notice, NOW + days(2))
