@@ -158,6 +158,7 @@ def bench_first_utterance(cases_file: Path, out: Path) -> dict[str, Any]:
             "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
             "BANKBOT_GATEWAY_PORT": str(free_port()),
             "BANKBOT_SECRET_KEY": secrets.token_hex(32),
+            "BANKBOT_SCHEDULER": "0",
         }
         settings = Settings.from_env(env)
         from bankcore.database import migrate

@@ -58,7 +58,8 @@ def rasa_endpoints(settings: Settings) -> dict[str, object]:
 class Service:
     name: str
     command: list[str]
-    ready_url: str
+    # None: a worker with no HTTP port (the reminder scheduler); it counts as ready once it is running.
+    ready_url: str | None
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
@@ -123,6 +124,9 @@ class Stack:
                 env,
             ),
         ]
+        # The outbound-reminder worker: plans at start, then dispatches through Rasa conversations.
+        if settings.scheduler_enabled:
+            services.append(Service("scheduler", [str(self.layout.python), "-m", "channels.scheduler"], None, env))
         if settings.vosk_model_path is not None:
             # Speech recognition for telephony integrations (vosk-server's WebSocket protocol), only when a
             # model is configured: without one the assistant serves text channels alone.
@@ -155,6 +159,12 @@ class Stack:
             self._wait_ready(service, deadline)
 
     def _wait_ready(self, service: Service, deadline: float) -> None:
+        if service.ready_url is None:
+            assert service.process is not None
+            if service.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode}; see its log")
+            return
         while time.monotonic() < deadline:
             assert service.process is not None
             if service.process.poll() is not None:

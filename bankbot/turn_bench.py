@@ -83,6 +83,7 @@ def bench_turns(layout: ProjectLayout, *, turns: int, console: Console) -> int:
             "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
             "BANKBOT_GATEWAY_PORT": str(free_port()),
             "BANKBOT_SECRET_KEY": secrets.token_hex(32),
+            "BANKBOT_SCHEDULER": "0",
             "BANKBOT_DEV_LOGIN": "1",
             "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
         }

@@ -114,6 +114,7 @@ async def bench_voice_latency(model_path: Path, *, turns: int, out: Path) -> int
             "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
             "BANKBOT_GATEWAY_PORT": str(free_port()),
             "BANKBOT_SECRET_KEY": secrets.token_hex(32),
+            "BANKBOT_SCHEDULER": "0",
         }
         settings = Settings.from_env(env)
         migrate(settings.database_url)

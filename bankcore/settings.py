@@ -70,6 +70,8 @@ class Settings:
     # A WebSocket recognition session longer than this (wall clock) is closed with an error (a stuck client).
     asr_max_session_seconds: float = 3600.0
     tts_voice: str = "cmn-latn-pinyin"
+    # Whether `bankbot run` starts the outbound-reminder worker (the test stack runs it only where a test asks).
+    scheduler_enabled: bool = True
     # Where `bankbot models install` unpacks speech models.
     models_dir: Path = PROJECT_ROOT / "models"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -118,6 +120,7 @@ class Settings:
             asr_max_streams=int(env.get("BANKBOT_ASR_MAX_STREAMS", "64")),
             asr_max_session_seconds=float(env.get("BANKBOT_ASR_MAX_SESSION_SECONDS", "3600")),
             tts_voice=env.get("BANKBOT_TTS_VOICE", "cmn-latn-pinyin"),
+            scheduler_enabled=env.get("BANKBOT_SCHEDULER", "1") != "0",
             models_dir=Path(env.get("BANKBOT_MODELS_DIR", str(PROJECT_ROOT / "models"))).resolve(),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -65,6 +65,9 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
         "BANKBOT_DEV_LOGIN": "1",
         "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
         "BANKBOT_FORESIGHT_MODEL_DIR": str(foresight_model),
+        # Reminders would open conversations of their own at whatever the time of day is: tests that need the
+        # scheduler run it themselves.
+        "BANKBOT_SCHEDULER": "0",
     }
     settings = Settings.from_env(env)
     migrate(settings.database_url)

@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import signal
 import socket
 
+import aiohttp
+
 from bankcore.database import make_engine, make_session_factory
 from bankcore.logging_setup import configure_logging
 from bankcore.settings import Settings
-from channels.scheduler.senders import LogSender
 from channels.scheduler.worker import Dispatcher, policy_decider
 
 log = logging.getLogger("channels.scheduler")
 
 
 async def serve(settings: Settings) -> None:
+    """Plan what the rules call for now, then dispatch until stopped; replies go through Rasa conversations."""
+    from bankcore.database import unit_of_work
+    from bankcore.reminders.planner import plan_and_store
+    from bankcore.reminders.rules import DEFAULT_RULES_PATH, load_rules
+    from channels.rasa_client import RasaClient
+    from channels.scheduler.conversation_sender import ConversationSender
+
+    rules = load_rules(settings.extra.get("BANKBOT_REMINDER_RULES", str(DEFAULT_RULES_PATH)))
+    policy = rules.policy()
     engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        planned, created = plan_and_store(session, rules, dt.datetime.now(dt.UTC))
+    log.info("planned %d reminders (%d new)", planned, created)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    http = aiohttp.ClientSession()
     dispatcher = Dispatcher(
-        make_session_factory(engine),
-        LogSender(),
+        factory,
+        ConversationSender(RasaClient(http, settings.rasa_url, settings.rasa_token)),
         worker_id=worker_id,
-        decide=policy_decider(),
+        decide=policy_decider(policy),
+        rate_limits=policy.rate_limits,
+        retry_base=policy.retry_base,
+        retry_cap=policy.retry_cap,
+        max_attempts=policy.max_attempts,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -35,6 +55,7 @@ async def serve(settings: Settings) -> None:
     try:
         await dispatcher.run(stop)
     finally:
+        await http.close()
         engine.dispose()
         log.info("reminder worker %s stopped: %s", worker_id, dict(dispatcher.stats))
 

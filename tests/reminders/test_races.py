@@ -133,7 +133,7 @@ def test_a_worker_killed_mid_dispatch_is_taken_over_and_the_channel_sees_each_re
     assert workers.get("victim", 0) + workers["heir"] == 300 and workers["heir"] == result["delivered"]
 
 
-def test_the_scheduler_process_sends_and_stops_cleanly_on_sigterm(
+def test_the_scheduler_process_retries_when_rasa_is_down_and_stops_cleanly_on_sigterm(
     reminder_sqlite_template: Path, tmp_path: Path
 ) -> None:
     database = tmp_path / "bank.db"
@@ -146,7 +146,14 @@ def test_the_scheduler_process_sends_and_stops_cleanly_on_sigterm(
     # settled) unless it is quiet hours in Shanghai right now, when it must wait instead.
     with unit_of_work(factory) as session:
         store.add_planned(session, planned(1, kind="service_notice", channels=("webchat",)), now)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BANKBOT_DATABASE_URL": url, "BANKBOT_VAR_DIR": str(tmp_path)}
+    # No Rasa listens there: the conversation cannot be opened, so the send must be retried later, not lost.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BANKBOT_DATABASE_URL": url,
+        "BANKBOT_VAR_DIR": str(tmp_path),
+        "BANKBOT_RASA_URL": "http://127.0.0.1:9",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "channels.scheduler"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
@@ -167,4 +174,6 @@ def test_the_scheduler_process_sends_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, err[-2000:]
     assert "stopped" in err
     quiet = not 8 <= now.astimezone(ZoneInfo("Asia/Shanghai")).hour < 21
-    assert (row.status, row.channel) == (("due", None) if quiet else ("delivered", "webchat"))
+    assert row.status == "due", "waiting for the quiet hours to end, or for Rasa to come back"
+    if not quiet:
+        assert row.attempts == 1 and "rasa" in (row.last_error or ""), row.last_error
