@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         events_cli,
         foresight_data_cli,
         foresight_model_cli,
+        reminders_bench,
         reminders_cli,
         risk_cli,
         voice_bench,
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     voice_cli.register(commands)
     voice_bench.register(bench)
     asr_robustness.register(bench)
+    reminders_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )
