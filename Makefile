@@ -88,6 +88,7 @@ bench-voice: setup
 # and on a throwaway PostgreSQL: reminders per second, p99 lateness, lost and duplicated (must be 0).
 bench-reminders: setup
 	$(PY) -m bankbot bench reminders --reminders 1000000 --workers 1,2,4
+	$(PY) -m bankbot bench reminders-chaos --reminders 100000 --workers 4 --seconds 120
 
 bench-first-utterance: setup
 	$(PY) -m bankbot train

@@ -94,29 +94,52 @@ class PostgresServer:
         # A port can be taken between choosing and binding: retry a few times.
         for _attempt in range(5):
             self.port = _free_port()
-            options = (
-                f"-p {self.port} -c listen_addresses=127.0.0.1 -k {socket_dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-            )
-            result = self._cmd(
-                "pg_ctl",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.root / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-                check=False,
-            )
-            if result.returncode == 0:
+            if self._pg_ctl_start().returncode == 0:
                 return self
-        log = (self.root / "server.log").read_text(errors="replace") if (self.root / "server.log").exists() else ""
+        log = self._server_log()
         self.stop()
         raise RuntimeError(f"PostgreSQL did not start: {log[-2000:]}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        assert self.root is not None
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root / 'sock'} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        return self._cmd(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
+
+    def _server_log(self) -> str:
+        assert self.root is not None
+        path = self.root / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def restart(self, *, mode: str = "fast", down_for: float = 0.0) -> None:
+        """Stop the server (clients see their connections closed) and start it again on the same data and port.
+
+        `mode` is pg_ctl's: "fast" ends sessions cleanly, "immediate" is a crash with recovery on start.
+        `down_for` keeps it down that long, so clients also meet refused connections.
+        """
+        assert self.root is not None, "not started"
+        self._cmd("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop")
+        time.sleep(down_for)
+        # The port is not ours while the server is down; another process taking it in that window is unlikely
+        # on loopback, and then the start fails loudly rather than moving the clients elsewhere.
+        result = self._pg_ctl_start()
+        if result.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not restart: {self._server_log()[-2000:]}")
 
     def stop(self) -> None:
         if self.root is None:

@@ -3,6 +3,8 @@
 Several workers (processes, machines) may run against one database: the store's leased claims keep them off
 each other's reminders, and the reminder key as idempotency key makes a re-send after a crash harmless.
 Database calls run in threads (`asyncio.to_thread`) so sends of one batch overlap while the store works.
+A database outage (restart, failover, SQLite lock timeout) does not end the worker: `run` backs off and tries
+again; what it had claimed stays leased and is re-claimed once the lease ends, and the re-send is deduplicated.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore.database import unit_of_work
@@ -28,6 +32,30 @@ log = logging.getLogger(__name__)
 
 DecideFn = Callable[[Session, ClaimedReminder, dt.datetime], Decision]
 Clock = Callable[[], dt.datetime]
+
+
+# Errors that say "the database is unreachable or busy right now", not "our statement is wrong": connection
+# refused, server closed the connection, admin shutdown, SQLite "database is locked" after its busy timeout, the
+# pool out of connections. IntegrityError and ProgrammingError are bugs and keep their full traceback.
+TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+)
+
+
+def is_transient_database_error(error: BaseException) -> bool:
+    if isinstance(error, TRANSIENT_DATABASE_ERRORS):
+        return True
+    # Any DBAPI error the dialect recognised as a lost connection (SQLAlchemy has invalidated it already).
+    return isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+
+
+def describe_database_error(error: BaseException) -> str:
+    """Class names only: the driver's message can hold the host, the user or bound parameters."""
+    original = getattr(error, "orig", None)
+    return f"{type(error).__name__}({type(original).__name__})" if original is not None else type(error).__name__
 
 
 def utc_now() -> dt.datetime:
@@ -125,6 +153,8 @@ class Dispatcher:
         concurrency: int = 32,
         rate_clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        outage_backoff: float = 0.5,
+        outage_backoff_cap: float = 5.0,
     ) -> None:
         self.session_factory = session_factory
         self.sender = sender
@@ -136,6 +166,8 @@ class Dispatcher:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.max_attempts = max_attempts
+        self.outage_backoff = outage_backoff
+        self.outage_backoff_cap = outage_backoff_cap
         self.concurrency = max(concurrency, 1)
         # Sends in flight at once (policy decisions are bounded by the thread pool that runs them).
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -143,7 +175,8 @@ class Dispatcher:
         self.buckets = {
             channel: TokenBucket(rate, clock=rate_clock, sleep=sleep) for channel, rate in (rate_limits or {}).items()
         }
-        # delivered, retry, failed, waiting, suppressed, cancelled, lease_lost, lease_lapsed, claimed
+        # delivered, retry, failed, waiting, suppressed, cancelled, lease_lost, lease_lapsed, claimed, errors,
+        # database_errors (store calls that failed because the database was unreachable or locked)
         self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ store calls (in a thread each)
@@ -257,27 +290,90 @@ class Dispatcher:
         async def one(reminder: ClaimedReminder) -> None:
             try:
                 await self._dispatch(reminder)
-            except Exception:
-                # The database went away mid-record, say: the lease expires and another claim retries it.
-                log.exception("reminder %s: dispatch failed; the lease will expire", reminder.key)
+            except Exception as error:
+                # The database went away mid-record, say: the reminder stays leased to us, the lease expires and
+                # the next claim (ours or another worker's) retries it; the channel dedupes a re-send by key.
+                if is_transient_database_error(error):
+                    database_errors.append(error)
+                else:
+                    log.exception("reminder %s: dispatch failed; the lease will expire", reminder.key)
                 self.stats["errors"] += 1
 
+        database_errors: list[BaseException] = []
         self._delivered = []
         try:
             await asyncio.gather(*(one(reminder) for reminder in claimed))
         finally:
             if self._delivered:
                 await asyncio.to_thread(self._record_delivered, self._delivered)
+        if database_errors:
+            # One line per batch, not per reminder: an outage would otherwise flood the log. Raised so that
+            # `run` backs off instead of claiming again at once from a database that just failed us.
+            self.stats["database_errors"] += len(database_errors)
+            raise DatabaseUnavailable(len(database_errors), database_errors[0])
         return len(claimed)
 
     async def run(self, stop: asyncio.Event, idle_sleep: float = 1.0) -> None:
-        """Dispatch until `stop` is set; sleeps `idle_sleep` when nothing is due (or the database is down)."""
+        """Dispatch until `stop` is set; sleeps `idle_sleep` when nothing is due, backs off while the database is down.
+
+        Nothing here may end the loop but `stop`: a worker that dies on a database restart would leave its
+        reminders to the other workers at best, and to nobody when it is the only one.
+        """
+        failures = 0
         while not stop.is_set():
+            pause = idle_sleep
             try:
                 count = await self.run_once()
-            except Exception:
-                log.exception("claiming reminders failed; trying again in %.1f s", idle_sleep)
+                failures = 0
+            except DatabaseUnavailable as outage:
+                failures += 1
+                self._discard_pooled_connections()
+                pause = self._outage_pause(failures)
+                log.warning(
+                    "%d store calls of the batch failed (%s); the database may be down, trying again in %.1f s",
+                    outage.count,
+                    describe_database_error(outage.first),
+                    pause,
+                )
+                count = 0
+            except Exception as error:
+                if is_transient_database_error(error):
+                    self.stats["database_errors"] += 1
+                    failures += 1
+                    self._discard_pooled_connections()
+                    pause = self._outage_pause(failures)
+                    log.warning(
+                        "the database is unavailable (%s); trying again in %.1f s",
+                        describe_database_error(error),
+                        pause,
+                    )
+                else:
+                    log.exception("claiming reminders failed; trying again in %.1f s", idle_sleep)
                 count = 0
             if count == 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=idle_sleep)
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+
+    def _discard_pooled_connections(self) -> None:
+        """After an outage every pooled connection may be dead: drop them all rather than fail on each in turn.
+
+        pool_pre_ping (bankcore.database.make_engine) catches most dead connections, but psycopg's "terminating
+        connection due to administrator command" is not always taken for a disconnect, and then each pooled
+        connection costs one failed batch. Connections checked out right now are left alone and closed when
+        returned. Not on SQLite: its connections survive a lock timeout, and an in-memory database lives in them.
+        """
+        bind = self.session_factory.kw.get("bind")
+        if isinstance(bind, Engine) and bind.dialect.name != "sqlite":
+            bind.dispose()
+
+    def _outage_pause(self, failures: int) -> float:
+        return min(self.outage_backoff * 2.0 ** min(failures - 1, 16), self.outage_backoff_cap)
+
+
+class DatabaseUnavailable(Exception):
+    """Some store calls of a batch failed because the database was unreachable; their claims stay leased."""
+
+    def __init__(self, count: int, first: BaseException) -> None:
+        super().__init__(f"{count} store calls failed: {describe_database_error(first)}")
+        self.count = count
+        self.first = first

@@ -2,7 +2,8 @@
 
 `python -m tests.reminders.race_worker URL COUNTS_FILE WORKER_ID [--block-after N --ready FILE]`; with
 --block-after the sender hangs (after recording the receipt) once N reminders were sent, so the test can
-SIGKILL it mid-dispatch with claims in hand.
+SIGKILL it mid-dispatch with claims in hand. --send-delay slows each send (the outage test and the chaos bench
+need a run that lasts). The worker runs `Dispatcher.run`, so it rides out database restarts like the real one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,8 +20,8 @@ from pathlib import Path
 from bankcore.database import make_engine, make_session_factory, unit_of_work
 from bankcore.reminders import store
 from bankcore.reminders.store import ClaimedReminder
-from channels.scheduler.senders import CountingSender, SendResult
-from channels.scheduler.worker import Dispatcher
+from channels.scheduler.senders import CountingSender, ReminderSender, SendResult
+from channels.scheduler.worker import Dispatcher, is_transient_database_error
 
 
 class HangingAfter:
@@ -37,11 +39,26 @@ class HangingAfter:
         return result
 
 
+class Delayed:
+    """Waits `delay` seconds, then sends through `inner`: a slow channel, so a run lasts long enough to disturb."""
+
+    def __init__(self, inner: ReminderSender, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    async def send(self, reminder: ClaimedReminder, channel: str, idempotency_key: str) -> SendResult:
+        await asyncio.sleep(self.delay)
+        return await self.inner.send(reminder, channel, idempotency_key)
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     engine = make_engine(args.url)
     factory = make_session_factory(engine)
     counting = CountingSender(Path(args.counts))
-    sender = HangingAfter(counting, args.block_after, Path(args.ready)) if args.block_after is not None else counting
+    sender: ReminderSender = counting
+    if args.send_delay > 0:
+        sender = Delayed(sender, args.send_delay)
+    if args.block_after is not None:
+        sender = HangingAfter(counting, args.block_after, Path(args.ready))
     dispatcher = Dispatcher(
         factory,
         sender,
@@ -52,20 +69,36 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     )
     deadline = time.monotonic() + args.deadline
     started = time.monotonic()
-    while time.monotonic() < deadline:
-        if await dispatcher.run_once():
-            continue
+    stop = asyncio.Event()
+
+    def nothing_left() -> bool:
         with unit_of_work(factory) as session:
             counts = store.counts_by_status(session)
-        if not any(counts.get(status, 0) for status in store.ACTIVE_STATUSES):
-            break
-        await asyncio.sleep(0.1)  # someone else's lease has to expire first
+        return not any(counts.get(status, 0) for status in store.ACTIVE_STATUSES)
+
+    async def watch() -> None:
+        # Stops the dispatcher once no reminder is active (someone else's lease may have to expire first).
+        # run() only looks at `stop` between batches, so this never cuts a batch short.
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            try:
+                done = await asyncio.to_thread(nothing_left)
+            except Exception as error:
+                if not is_transient_database_error(error):
+                    raise
+                done = False  # the database is down: the dispatcher backs off, and so do we
+            if done or time.monotonic() >= deadline:
+                stop.set()
+
+    await asyncio.gather(dispatcher.run(stop, idle_sleep=0.1), watch())
     elapsed = time.monotonic() - started
     engine.dispose()
     return {"worker": args.worker_id, "elapsed": elapsed, **dict(dispatcher.stats)}
 
 
 if __name__ == "__main__":
+    # Timestamps, so a test's or bench's worker log lines up with what it did to the database and when.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("counts")
@@ -75,5 +108,6 @@ if __name__ == "__main__":
     parser.add_argument("--block-after", type=int)
     parser.add_argument("--ready", default="")
     parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--send-delay", type=float, default=0.0)
     print(json.dumps(asyncio.run(main(parser.parse_args()))))
     sys.stdout.flush()
