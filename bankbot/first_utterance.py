@@ -133,7 +133,6 @@ def evaluate(cases: Sequence[Case], parse: Callable[[str], dict[str, Any]], pred
 
 def bench_first_utterance(cases_file: Path, out: Path) -> dict[str, Any]:
     """Start Rasa (with the trained model) and measure the case file with the demo foresight model."""
-    import secrets
     import tempfile
 
     from rich.console import Console
@@ -141,7 +140,7 @@ def bench_first_utterance(cases_file: Path, out: Path) -> dict[str, Any]:
 
     from bankbot.foresight_demo import ensure_demo_model
     from bankbot.layout import ProjectLayout
-    from bankbot.stack import Stack, free_port
+    from bankbot.stack import Stack, bench_env
     from bankbot.training import ensure_trained
     from bankcore.settings import Settings
     from foresight.transformer import TransformerPredictor
@@ -151,15 +150,7 @@ def bench_first_utterance(cases_file: Path, out: Path) -> dict[str, Any]:
     model = ensure_trained(layout)
     predictor = TransformerPredictor.load(ensure_demo_model(layout))
     with tempfile.TemporaryDirectory(prefix="bankbot-first-") as tmp:
-        env = {
-            "BANKBOT_VAR_DIR": tmp,
-            "BANKBOT_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bank.db'}",
-            "BANKBOT_RASA_URL": f"http://127.0.0.1:{free_port()}",
-            "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
-            "BANKBOT_GATEWAY_PORT": str(free_port()),
-            "BANKBOT_SECRET_KEY": secrets.token_hex(32),
-            "BANKBOT_SCHEDULER": "0",
-        }
+        env = bench_env(Path(tmp))
         settings = Settings.from_env(env)
         from bankcore.database import migrate
 

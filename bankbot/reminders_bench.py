@@ -26,6 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bankbot.turn_bench import percentile
+
 console = Console(soft_wrap=True)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,11 +58,6 @@ def _tests_module(name: str) -> Any:
     import importlib
 
     return importlib.import_module(name)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
 def _prepare(url: str, count: int, now: dt.datetime) -> float:
@@ -169,7 +166,7 @@ def cmd_bench_reminders(args: argparse.Namespace) -> int:
                         "lost": args.reminders - len(counts),
                         "duplicated_sends": sum(counts.values()) - len(counts),
                         "delivered_records": len(lateness),
-                        "lateness_p99_s": round(_percentile(lateness, 0.99), 2),
+                        "lateness_p99_s": round(percentile(lateness, 0.99), 2),
                     }
                     results.append(row)
                     console.print(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +19,21 @@ import yaml
 
 from bankbot.layout import ProjectLayout, subprocess_env
 from bankcore.settings import Settings
+
+
+def bench_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """Settings for a throwaway stack a benchmark starts: SQLite under `var_dir`, free loopback ports, a fresh
+    secret, and no reminder worker (it would open conversations of its own while the bench measures)."""
+    return {
+        "BANKBOT_VAR_DIR": str(var_dir),
+        "BANKBOT_DATABASE_URL": f"sqlite:///{var_dir / 'bank.db'}",
+        "BANKBOT_RASA_URL": f"http://127.0.0.1:{free_port()}",
+        "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
+        "BANKBOT_GATEWAY_PORT": str(free_port()),
+        "BANKBOT_SECRET_KEY": secrets.token_hex(32),
+        "BANKBOT_SCHEDULER": "0",
+        **extra,
+    }
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
 import tempfile
 import time
@@ -16,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bankbot.layout import ProjectLayout
-from bankbot.stack import Stack, free_port
+from bankbot.stack import Stack, bench_env
 from bankbot.training import ensure_trained
 from bankcore.settings import Settings
 
@@ -45,7 +44,10 @@ def _post(url: str, body: dict[str, Any], token: str | None = None) -> Any:
         return json.loads(response.read())
 
 
-def _percentile(samples: list[float], q: float) -> float:
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The nearest-rank quantile `q` (0..1) of `samples`; 0.0 for none."""
+    if not samples:
+        return 0.0
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
@@ -76,17 +78,7 @@ def bench_turns(layout: ProjectLayout, *, turns: int, console: Console) -> int:
     model = ensure_trained(layout)
     with tempfile.TemporaryDirectory(prefix="bankbot-bench-") as tmp:
         var_dir = Path(tmp)
-        env = {
-            "BANKBOT_VAR_DIR": str(var_dir),
-            "BANKBOT_DATABASE_URL": f"sqlite:///{var_dir / 'bank.db'}",
-            "BANKBOT_RASA_URL": f"http://127.0.0.1:{free_port()}",
-            "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
-            "BANKBOT_GATEWAY_PORT": str(free_port()),
-            "BANKBOT_SECRET_KEY": secrets.token_hex(32),
-            "BANKBOT_SCHEDULER": "0",
-            "BANKBOT_DEV_LOGIN": "1",
-            "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE": "0",
-        }
+        env = bench_env(var_dir, BANKBOT_DEV_LOGIN="1", BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE="0")
         settings = Settings.from_env(env)
         migrate(settings.database_url)
         with unit_of_work(make_session_factory(make_engine(settings.database_url))) as session:
@@ -126,7 +118,7 @@ def bench_turns(layout: ProjectLayout, *, turns: int, console: Console) -> int:
     for name, samples in results.items():
         row = {
             "p50": statistics.median(samples),
-            "p95": _percentile(samples, 0.95),
+            "p95": percentile(samples, 0.95),
             "mean": statistics.fmean(samples),
         }
         summary[name] = row

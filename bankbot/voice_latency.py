@@ -8,7 +8,6 @@ normalisation, the dialogue turn and synthesis all cost what they cost, only the
 from __future__ import annotations
 
 import json
-import secrets
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -71,7 +70,7 @@ async def bench_voice_latency(model_path: Path, *, turns: int, out: Path) -> int
     import aiohttp
 
     from bankbot.layout import ProjectLayout
-    from bankbot.stack import Stack, free_port
+    from bankbot.stack import Stack, bench_env
     from bankbot.training import ensure_trained
     from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
     from bankcore.sandbox import seed_demo_if_empty
@@ -107,15 +106,7 @@ async def bench_voice_latency(model_path: Path, *, turns: int, out: Path) -> int
 
     with tempfile.TemporaryDirectory(prefix="bankbot-voice-bench-") as tmp:
         var_dir = Path(tmp)
-        env = {
-            "BANKBOT_VAR_DIR": str(var_dir),
-            "BANKBOT_DATABASE_URL": f"sqlite:///{var_dir / 'bank.db'}",
-            "BANKBOT_RASA_URL": f"http://127.0.0.1:{free_port()}",
-            "BANKBOT_ACTION_URL": f"http://127.0.0.1:{free_port()}/webhook",
-            "BANKBOT_GATEWAY_PORT": str(free_port()),
-            "BANKBOT_SECRET_KEY": secrets.token_hex(32),
-            "BANKBOT_SCHEDULER": "0",
-        }
+        env = bench_env(var_dir)
         settings = Settings.from_env(env)
         migrate(settings.database_url)
         factory = make_session_factory(make_engine(settings.database_url))

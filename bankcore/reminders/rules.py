@@ -40,10 +40,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bankcore.reminders.policy import FrequencyCap, PolicyConfig, QuietHours
+from bankcore.rules_files import read_rules_document
 
 KINDS = (
     "loan_instalment_due",
@@ -311,15 +311,7 @@ def build_rules(document: Any, source: str = "<rules>") -> ReminderRules:
 def load_rules(path: str | Path) -> ReminderRules:
     """Read and validate a rules file; RulesFileError (never a partial configuration) when it is unusable."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RulesFileError(f"{path}: cannot read the rules file ({error})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RulesFileError(f"{path}: not valid YAML ({error})") from None
-    return build_rules(document, str(path))
+    return build_rules(read_rules_document(path, RulesFileError), str(path))
 
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.yaml")

@@ -18,8 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bankcore.rules_files import read_rules_document
 
 ACTIONS = ("allow", "step_up", "warn", "hold", "block")
 SEVERITY = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -311,15 +312,7 @@ def build_config(document: Any, source: str = "<rules>") -> RulesConfig:
 def load_rules(path: str | Path) -> RulesConfig:
     """Read and validate a rules file; RulesFileError (never a partial config) when it is unusable."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RulesFileError(f"{path}: cannot read the rules file ({error})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RulesFileError(f"{path}: not valid YAML ({error})") from None
-    return build_config(document, str(path))
+    return build_config(read_rules_document(path, RulesFileError), str(path))
 
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.yaml")
