@@ -11,6 +11,7 @@ _PURPOSE_TEXT = {
     "card_repayment": "信用卡还款",
     "loan_repayment": "贷款还款",
     "card_activation": "激活银行卡",
+    "bind": "绑定微信服务渠道",
 }
 
 

@@ -592,3 +592,101 @@ class ReminderAttempt(Base):
     # delivered | failed | retry | waiting | suppressed | cancelled
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ChannelInboxMessage(Base):
+    """A platform message the gateway acknowledged and still owes (or owed) an answer.
+
+    Unique per (channel, platform message id), so a platform's retry of a callback is recognised as the same
+    message however many gateway processes receive it. The decoded message is kept sealed (encrypted with a
+    key derived from the secret key: it may hold a one-time code) only until it is answered, so a crash
+    between the acknowledgement and the answer loses nothing: the message is taken up again.
+    received → processing (leased) → answered | failed.
+    """
+
+    __tablename__ = "channel_inbox"
+    __table_args__ = (
+        UniqueConstraint("channel", "platform_msg_id"),
+        Index("ix_channel_inbox_status_lease", "status", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    platform_msg_id: Mapped[str] = mapped_column(String(160))
+    external_user: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # text | voice | event:<name> | ...
+    sealed_body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)  # platform retries seen and dropped
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ChannelOutboxMessage(Base):
+    """A reply owed to a platform user, sent through the platform's API with retries and backoff.
+
+    `idempotency_key` is unique: an answer queued twice (a message processed again after a crash) is sent
+    once. pending → sending (leased) → sent | failed; `partial_failure` keeps what the platform reported with
+    errcode 0 (invaliduser and the like).
+    """
+
+    __tablename__ = "channel_outbox"
+    __table_args__ = (Index("ix_channel_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    external_user: Mapped[str] = mapped_column(String(128), index=True)
+    inbox_id: Mapped[int | None] = mapped_column(ForeignKey("channel_inbox.id"), index=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    platform_msg_id: Mapped[str | None] = mapped_column(String(128))
+    partial_failure: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class PendingBinding(Base):
+    """A platform user part-way through binding to a customer (phone number, then the SMS code).
+
+    The typed phone number is not kept: only the customer it matched, if any (an unknown number gets the same
+    answer and a binding that can never verify, so the flow does not tell which numbers are customers').
+    """
+
+    __tablename__ = "pending_bindings"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))  # the identity channel (wecom, miniprogram_openid, phone)
+    external_id: Mapped[str] = mapped_column(String(128))
+    stage: Mapped[str] = mapped_column(String(16))  # phone | code
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
+    phone_tail: Mapped[str | None] = mapped_column(String(4))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SubscriptionConsent(Base):
+    """A mini-program user's consent to subscribe messages of one template (订阅消息).
+
+    One-time subscriptions allow one message per acceptance: `remaining` counts acceptances not yet used; a
+    43101 answer from WeChat (no consent) sets it to 0.
+    """
+
+    __tablename__ = "subscription_consents"
+    __table_args__ = (UniqueConstraint("openid", "template_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    openid: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    template_id: Mapped[str] = mapped_column(String(128))
+    remaining: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)

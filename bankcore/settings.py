@@ -74,7 +74,37 @@ class Settings:
     scheduler_enabled: bool = True
     # Where `bankbot models install` unpacks speech models.
     models_dir: Path = PROJECT_ROOT / "models"
+    # WeChat Work (企业微信) self-built application: callback token and EncodingAESKey, corp id, app secret
+    # and agent id; all unset: the /wecom/ routes answer 503. The API base is configurable (tests point it at
+    # the local simulator).
+    wecom_corp_id: str = ""
+    wecom_token: str = field(default="", repr=False)
+    wecom_encoding_aes_key: str = field(default="", repr=False)
+    wecom_secret: str = field(default="", repr=False)
+    wecom_agent_id: str = ""
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    # Callbacks whose timestamp is further than this from now are refused (0: no check, to replay vectors).
+    wecom_replay_window_seconds: int = 300
+    wecom_rate_limit_per_minute: int = 30
+    # The WeChat mini-program: app id and secret, the WeChat API base, session token lifetime, and the
+    # subscribe-message template of reminders (its data keys: thing1 what, time2 when, amount3 how much).
+    miniprogram_app_id: str = ""
+    miniprogram_app_secret: str = field(default="", repr=False)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    miniprogram_session_ttl_seconds: int = 7200
+    miniprogram_reminder_template_id: str = ""
+    miniprogram_rate_limit_per_minute: int = 60
+    # Voice messages longer than this many seconds of audio are refused politely.
+    voice_message_max_seconds: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def wecom_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_token and self.wecom_encoding_aes_key)
+
+    @property
+    def miniprogram_configured(self) -> bool:
+        return bool(self.miniprogram_app_id and self.miniprogram_app_secret)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,5 +152,20 @@ class Settings:
             tts_voice=env.get("BANKBOT_TTS_VOICE", "cmn-latn-pinyin"),
             scheduler_enabled=env.get("BANKBOT_SCHEDULER", "1") != "0",
             models_dir=Path(env.get("BANKBOT_MODELS_DIR", str(PROJECT_ROOT / "models"))).resolve(),
+            wecom_corp_id=env.get("BANKBOT_WECOM_CORP_ID", ""),
+            wecom_token=env.get("BANKBOT_WECOM_TOKEN", ""),
+            wecom_encoding_aes_key=env.get("BANKBOT_WECOM_ENCODING_AES_KEY", ""),
+            wecom_secret=env.get("BANKBOT_WECOM_SECRET", ""),
+            wecom_agent_id=env.get("BANKBOT_WECOM_AGENT_ID", ""),
+            wecom_api_base=env.get("BANKBOT_WECOM_API_BASE", "https://qyapi.weixin.qq.com").rstrip("/"),
+            wecom_replay_window_seconds=int(env.get("BANKBOT_WECOM_REPLAY_WINDOW_SECONDS", "300")),
+            wecom_rate_limit_per_minute=int(env.get("BANKBOT_WECOM_RATE_LIMIT_PER_MINUTE", "30")),
+            miniprogram_app_id=env.get("BANKBOT_MINIPROGRAM_APP_ID", ""),
+            miniprogram_app_secret=env.get("BANKBOT_MINIPROGRAM_APP_SECRET", ""),
+            wechat_api_base=env.get("BANKBOT_WECHAT_API_BASE", "https://api.weixin.qq.com").rstrip("/"),
+            miniprogram_session_ttl_seconds=int(env.get("BANKBOT_MINIPROGRAM_SESSION_TTL_SECONDS", "7200")),
+            miniprogram_reminder_template_id=env.get("BANKBOT_MINIPROGRAM_REMINDER_TEMPLATE_ID", ""),
+            miniprogram_rate_limit_per_minute=int(env.get("BANKBOT_MINIPROGRAM_RATE_LIMIT_PER_MINUTE", "60")),
+            voice_message_max_seconds=float(env.get("BANKBOT_VOICE_MESSAGE_MAX_SECONDS", "60")),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -12,10 +12,12 @@ from bankcore.settings import Settings
 from channels import events_api, health, reminders_api
 from channels.http_errors import error_middleware_for
 from channels.metrics import GatewayMetrics, RiskDecisionCollector
+from channels.miniprogram.inbound import MiniProgramInput
 from channels.rasa_client import RasaClient
 from channels.resources import DB_ENGINE, HTTP_SESSION, METRICS, RASA, SESSION_FACTORY, SETTINGS, TURNS
 from channels.turns import TurnContext
 from channels.webchat import WebChatInput
+from channels.wecom.inbound import WeComInput
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -58,6 +60,10 @@ def create_app(settings: Settings, *, webchat_rate_limit_per_minute: int | None 
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_rasa)
     WebChatInput(settings, rate_limit_per_minute=webchat_rate_limit_per_minute).register(app)
+    # Each registers its routes; with credentials configured, also its runtime (after _rasa: it needs the
+    # shared HTTP session and the turn context).
+    WeComInput(settings).register(app)
+    MiniProgramInput(settings).register(app)
     health.register(app)
     events_api.register(app)
     reminders_api.register(app)

@@ -19,3 +19,35 @@ RATE_LIMITED = "您发送得太快了，请稍等片刻再试。"
 NOT_FOUND = "您访问的页面不存在。"
 METHOD_NOT_ALLOWED = "不支持该请求方式。"
 INTERNAL_ERROR = "抱歉，系统开小差了，请稍后再试。"
+
+# Binding a WeChat Work user, a mini-program user or a phone number to a customer (channels.binding).
+BIND_WELCOME = (
+    "您好，欢迎使用示范银行智能客服。您当前可以查询利率汇率、网点信息或转人工；"
+    "如需办理账户业务，请回复“绑定”，用您在本行预留的手机号完成身份验证。"
+)
+BIND_ASK_PHONE = "请输入您在本行预留的11位手机号码（回复“取消”可退出绑定）。"
+BIND_PHONE_INVALID = "手机号格式不正确，请输入11位手机号码，例如13800138000。还可以再试{attempts_left}次。"
+BIND_CODE_SENT = (
+    "如该号码（尾号{phone_tail}）已在本行登记，您将收到一条短信验证码，5分钟内有效。"
+    "请直接回复6位验证码（回复“取消”可退出）。"
+)
+BIND_ASK_CODE = "请回复短信中的6位验证码，或回复“取消”退出绑定。"
+BIND_WRONG_CODE = "验证码不正确，还可以再试{attempts_left}次。"
+BIND_LOCKED = "验证未通过的次数过多，本次绑定已取消。请稍后回复“绑定”重新开始，或说“转人工”。"
+BIND_EXPIRED = "验证码已过期，本次绑定已取消。请回复“绑定”重新获取验证码。"
+BIND_TOO_MANY = "手机号多次输入有误，本次绑定已取消。请回复“绑定”重新开始，或说“转人工”。"
+BIND_CANCELLED = "已取消绑定。您仍可以查询利率汇率、网点信息，或说“转人工”。"
+BIND_DONE = "绑定成功！{name}您好，现在可以为您办理查询余额、转账、信用卡等账户业务了，请问需要什么帮助？"
+BIND_ALREADY = "您已完成绑定，可以直接办理业务，例如“查余额”。"
+
+# Voice messages on the chat channels.
+VOICE_NOT_AVAILABLE = "抱歉，暂时无法识别语音消息，请改用文字输入。"
+VOICE_NOT_UNDERSTOOD = "抱歉，没有听清您的语音，请再说一遍或改用文字输入。"
+VOICE_TOO_LONG = "语音消息过长（上限{limit}秒），请分段发送或改用文字输入。"
+VOICE_BAD_AUDIO = "语音格式无法识别，请重新录制或改用文字输入。"
+UNSUPPORTED_MESSAGE = "抱歉，暂不支持这类消息，请发送文字或语音。"
+CHANNEL_NOT_CONFIGURED = "该渠道尚未开通。"
+INVALID_LOGIN_CODE = "登录凭证无效或已过期，请重新进入小程序。"
+WECHAT_UNAVAILABLE = "微信服务暂时不可用，请稍后再试。"
+INVALID_SIGNATURE = "签名校验失败。"
+STALE_REQUEST = "请求已过期，请检查服务器时间。"

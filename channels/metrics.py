@@ -24,6 +24,9 @@ class GatewayMetrics:
     registry: CollectorRegistry
     turns: Counter
     rasa_latency: Histogram
+    inbound: Counter
+    outbound: Counter
+    ack_latency: Histogram
 
     @classmethod
     def create(cls) -> GatewayMetrics:
@@ -41,13 +44,48 @@ class GatewayMetrics:
             buckets=_RASA_BUCKETS,
             registry=registry,
         )
-        return cls(registry=registry, turns=turns, rasa_latency=rasa_latency)
+        inbound = Counter(
+            "bankbot_gateway_platform_callbacks",
+            "Platform callbacks and requests received, by channel and outcome (accepted, duplicate, refused...).",
+            ("channel", "outcome"),
+            registry=registry,
+        )
+        outbound = Counter(
+            "bankbot_gateway_platform_sends",
+            "Messages sent through platform APIs, by channel and outcome (sent, partial, retry, failed).",
+            ("channel", "outcome"),
+            registry=registry,
+        )
+        ack_latency = Histogram(
+            "bankbot_gateway_callback_ack_seconds",
+            "Time from a platform callback's arrival to its acknowledgement, by channel.",
+            ("channel",),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        return cls(
+            registry=registry,
+            turns=turns,
+            rasa_latency=rasa_latency,
+            inbound=inbound,
+            outbound=outbound,
+            ack_latency=ack_latency,
+        )
 
     def observe_rasa(self, endpoint: str, outcome: str, seconds: float) -> None:
         self.rasa_latency.labels(endpoint=endpoint, outcome=outcome).observe(seconds)
 
     def count_turn(self, channel: str, outcome: str) -> None:
         self.turns.labels(channel=channel, outcome=outcome).inc()
+
+    def count_inbound(self, channel: str, outcome: str) -> None:
+        self.inbound.labels(channel=channel, outcome=outcome).inc()
+
+    def count_outbound(self, channel: str, outcome: str) -> None:
+        self.outbound.labels(channel=channel, outcome=outcome).inc()
+
+    def observe_ack(self, channel: str, seconds: float) -> None:
+        self.ack_latency.labels(channel=channel).observe(seconds)
 
 
 class RiskDecisionCollector(Collector):

@@ -26,7 +26,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bankcore.core_facts import HELD_CARD_STATUSES
-from bankcore.models import Account, Card, ChannelIdentity, Customer, Deposit, Loan, LoanInstalment, OptOut
+from bankcore.models import (
+    Account,
+    Card,
+    ChannelIdentity,
+    Customer,
+    Deposit,
+    Loan,
+    LoanInstalment,
+    OptOut,
+    SubscriptionConsent,
+)
 from bankcore.reminders import store
 from bankcore.reminders.planner import auto_debit_recovered
 from bankcore.reminders.policy import DEFAULT_ZONE, CustomerContext, zone_of
@@ -59,7 +69,24 @@ def reachable_channels(session: Session, customer: Customer) -> tuple[str, ...]:
         reachable |= {"phone", "sms"}
     bound = session.scalars(select(ChannelIdentity.channel).where(ChannelIdentity.customer_id == customer.id))
     reachable |= {IDENTITY_REACH[channel] for channel in bound if channel in IDENTITY_REACH}
+    if "miniprogram" in reachable and not _has_subscription_consent(session, customer.id):
+        # A subscribe message needs an unused acceptance of its template (订阅消息): none, no channel.
+        reachable.discard("miniprogram")
     return tuple(channel for channel in CHANNEL_ORDER if channel in reachable)
+
+
+def _has_subscription_consent(session: Session, customer_id: str) -> bool:
+    openids = select(ChannelIdentity.external_id).where(
+        ChannelIdentity.customer_id == customer_id, ChannelIdentity.channel == "miniprogram_openid"
+    )
+    return (
+        session.scalar(
+            select(SubscriptionConsent.id)
+            .where(SubscriptionConsent.openid.in_(openids), SubscriptionConsent.remaining > 0)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _settled(session: Session, reminder: StoredReminder, today: dt.date) -> bool:

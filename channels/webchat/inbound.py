@@ -17,12 +17,12 @@ from bankcore.settings import Settings
 from channels import messages
 from channels.conversation_open import open_conversation
 from channels.http_errors import NO_STORE, dumps_utf8, json_error
+from channels.json_replies import WebChatOutput
 from channels.rasa_client import RasaUnavailable
 from channels.rate_limit import SlidingWindowLimiter
 from channels.resources import SESSION_FACTORY, TURNS
+from channels.signed_tokens import InvalidToken, WebChatTokens
 from channels.turns import handle_text_turn
-from channels.webchat.outbound import WebChatOutput
-from channels.webchat.tokens import InvalidToken, WebChatTokens
 
 logger = logging.getLogger(__name__)
 

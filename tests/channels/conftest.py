@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
 from channels.app import create_app
+from channels.platform_simulators.wecom import WeComSimulator
 from tests.channels.support import FakeRasa, make_settings, seed_demo
+from tests.channels.wecom_support import CORP_ID, SECRET, WeComPlatform
 
 
 @pytest.fixture
@@ -80,3 +82,13 @@ async def start_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[Call
 async def gateway(start_gateway: Callable[..., Any], fake_rasa: FakeRasa) -> TestClient[web.Request, web.Application]:
     client: TestClient[web.Request, web.Application] = await start_gateway(fake_rasa.url)
     return client
+
+
+@pytest.fixture
+async def wecom_platform() -> AsyncIterator[WeComPlatform]:
+    """The WeCom server API simulator on loopback (gettoken, message/send, media/get)."""
+    simulator = WeComSimulator(CORP_ID, SECRET)
+    server = TestServer(simulator.app(), host="127.0.0.1")
+    await server.start_server()
+    yield WeComPlatform(simulator, str(server.make_url("")).rstrip("/"))
+    await server.close()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore.verification import digest_code
 from channels import messages
-from channels.webchat.tokens import WebChatTokens
+from channels.signed_tokens import WebChatTokens
 from tests.channels.support import SECRET_KEY, FakeRasa, issue_code, login
 
 Client = TestClient[web.Request, web.Application]

@@ -30,6 +30,7 @@ from bankcore.models import (
     LoanInstalment,
     OptOut,
     Reminder,
+    SubscriptionConsent,
 )
 from bankcore.reminders import messages, store
 from bankcore.reminders.context import gather_context
@@ -444,6 +445,14 @@ def test_context_reads_zone_reach_opt_outs_and_recent_sends(
     ]
     with unit_of_work(bank) as session:
         session.add(OptOut(customer_id="CSH", topic="reminders", channel="sms", created_at=NOW))
+    with unit_of_work(bank) as session:
+        ctx = gather_context(session, reminder, NOW, cap_window=dt.timedelta(hours=24))
+    # Bound in the mini-program but no subscribe-message consent: a subscribe message cannot reach them.
+    assert ctx.reachable == ("wecom", "phone", "sms", "webchat")
+    with unit_of_work(bank) as session:
+        session.add(
+            SubscriptionConsent(openid="o-csh", customer_id="CSH", template_id="T1", remaining=1, updated_at=NOW)
+        )
     with unit_of_work(bank) as session:
         ctx = gather_context(session, reminder, NOW, cap_window=dt.timedelta(hours=24))
     assert ctx.customer_id == "CSH"

@@ -1,4 +1,5 @@
-"""Stateless web chat bearer tokens: customer id and expiry, HMAC-SHA256 signed with the settings key."""
+"""Stateless signed bearer tokens: a subject and an expiry, HMAC-SHA256 signed with a key derived from the
+settings key and a purpose label (web chat sessions, mini-program sessions)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _VERSION = "v1"
-# A purpose label derives a key of its own, so a token signature can never double as an OTP digest.
-_PURPOSE = b"bankbot/webchat-token/v1"
+# A purpose label derives a key of its own, so a token signature can never double as an OTP digest, and a
+# token of one channel is never accepted by another.
+WEBCHAT_PURPOSE = b"bankbot/webchat-token/v1"
 
 
 class InvalidToken(Exception):
@@ -33,11 +35,13 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class WebChatTokens:
-    """Issues and verifies `v1.<customer id, base64url>.<expiry, unix s>.<signature, base64url>`."""
+class SignedTokens:
+    """Issues and verifies `v1.<subject, base64url>.<expiry, unix s>.<signature, base64url>`."""
 
-    def __init__(self, secret_key: str, ttl_seconds: int, clock: Callable[[], float] = time.time) -> None:
-        self._key = hmac.new(secret_key.encode("utf-8"), _PURPOSE, hashlib.sha256).digest()
+    def __init__(
+        self, secret_key: str, ttl_seconds: int, purpose: bytes, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._key = hmac.new(secret_key.encode("utf-8"), purpose, hashlib.sha256).digest()
         self._ttl = ttl_seconds
         self._clock = clock
 
@@ -68,3 +72,10 @@ class WebChatTokens:
         if expires_at <= self._clock():
             raise InvalidToken("expired")
         return customer_id
+
+
+class WebChatTokens(SignedTokens):
+    """Web chat sessions: the subject is the customer id."""
+
+    def __init__(self, secret_key: str, ttl_seconds: int, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(secret_key, ttl_seconds, WEBCHAT_PURPOSE, clock)

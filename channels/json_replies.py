@@ -1,4 +1,4 @@
-"""Outbound half of the web chat adapter: renders the bot's replies as the page's JSON."""
+"""The bot's replies as the JSON the web chat page and the mini-program client read (their outbound half)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from channels.rasa_client import BotMessage
 _INPUT_HINTS = frozenset({"otp", "pin"})
 
 
-class WebChatOutput:
+class JsonRepliesOutput:
     """`{"messages": [{"text", "buttons": [{"title", "payload"}], "image"?, "input"?}]}`."""
 
     def render(self, replies: Sequence[BotMessage]) -> dict[str, Any]:
@@ -37,3 +37,11 @@ def _input_hint(custom: Mapping[str, Any] | None) -> str | None:
         return None
     hint = custom.get("input")
     return hint if isinstance(hint, str) and hint in _INPUT_HINTS else None
+
+
+class WebChatOutput(JsonRepliesOutput):
+    """The H5 web chat page's rendering."""
+
+
+class MiniProgramOutput(JsonRepliesOutput):
+    """The mini-program client's rendering (the same vocabulary; speech, when asked for, is added beside it)."""

@@ -1,0 +1,1 @@
+"""WeChat mini-program adapter: login, the platform API, inbound and outbound halves."""
