@@ -10,10 +10,12 @@ import signal
 import socket
 
 import aiohttp
+from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore.database import make_engine, make_session_factory
 from bankcore.logging_setup import configure_logging
 from bankcore.settings import Settings
+from channels.scheduler.conversation_sender import Deliver
 from channels.scheduler.worker import Dispatcher, policy_decider
 
 log = logging.getLogger("channels.scheduler")
@@ -36,9 +38,10 @@ async def serve(settings: Settings) -> None:
     log.info("planned %d reminders (%d new)", planned, created)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     http = aiohttp.ClientSession()
+    rasa = RasaClient(http, settings.rasa_url, settings.rasa_token)
     dispatcher = Dispatcher(
         factory,
-        ConversationSender(RasaClient(http, settings.rasa_url, settings.rasa_token)),
+        ConversationSender(rasa, platform_deliverers(settings, factory, http)),
         worker_id=worker_id,
         decide=policy_decider(policy),
         rate_limits=policy.rate_limits,
@@ -58,6 +61,22 @@ async def serve(settings: Settings) -> None:
         await http.close()
         engine.dispose()
         log.info("reminder worker %s stopped: %s", worker_id, dict(dispatcher.stats))
+
+
+def platform_deliverers(
+    settings: Settings, factory: sessionmaker[Session], http: aiohttp.ClientSession
+) -> dict[str, Deliver]:
+    """The outbound channels configured here: WeCom through the gateway's outbox, the mini-program directly."""
+    from channels.miniprogram.api import WeChatApi
+    from channels.scheduler.platform_deliverers import miniprogram_deliverer, wecom_deliverer
+
+    deliverers: dict[str, Deliver] = {}
+    if settings.wecom_configured:
+        deliverers["wecom"] = wecom_deliverer(factory, settings.wecom_agent_id)
+    if settings.miniprogram_configured and settings.miniprogram_reminder_template_id:
+        api = WeChatApi(http, settings.wechat_api_base, settings.miniprogram_app_id, settings.miniprogram_app_secret)
+        deliverers["miniprogram"] = miniprogram_deliverer(factory, api, settings.miniprogram_reminder_template_id)
+    return deliverers
 
 
 def main() -> None:

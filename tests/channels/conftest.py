@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
 from channels.app import create_app
+from channels.platform_simulators.wechat import WeChatSimulator
 from channels.platform_simulators.wecom import WeComSimulator
 from tests.channels.support import FakeRasa, make_settings, seed_demo
-from tests.channels.wecom_support import CORP_ID, SECRET, WeComPlatform
+from tests.channels.wecom_support import APP_ID, APP_SECRET, CORP_ID, SECRET, WeChatPlatform, WeComPlatform
 
 
 @pytest.fixture
@@ -91,4 +92,14 @@ async def wecom_platform() -> AsyncIterator[WeComPlatform]:
     server = TestServer(simulator.app(), host="127.0.0.1")
     await server.start_server()
     yield WeComPlatform(simulator, str(server.make_url("")).rstrip("/"))
+    await server.close()
+
+
+@pytest.fixture
+async def wechat_platform() -> AsyncIterator[WeChatPlatform]:
+    """The WeChat (mini-program) server API simulator on loopback (code2Session, token, subscribe/send)."""
+    simulator = WeChatSimulator(APP_ID, APP_SECRET)
+    server = TestServer(simulator.app(), host="127.0.0.1")
+    await server.start_server()
+    yield WeChatPlatform(simulator, str(server.make_url("")).rstrip("/"))
     await server.close()

@@ -1,4 +1,4 @@
-"""Test wiring for the WeCom adapter: credentials, the platform simulator, and waiting for sent replies."""
+"""Test wiring for the WeCom and mini-program adapters: credentials, the platform simulators, waiting for replies."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from channels.platform_simulators.wechat import WeChatSimulator
 from channels.platform_simulators.wecom import WeComSimulator
 from channels.platform_simulators.wecom_callbacks import WeComCallbacks
 
@@ -29,6 +30,27 @@ def wecom_env(api_base: str, **extra: str) -> dict[str, str]:
         "BANKBOT_WECOM_API_BASE": api_base,
         **extra,
     }
+
+
+APP_ID = "wx0123456789abcdef"
+APP_SECRET = "test-app-secret-0123456789"
+TEMPLATE_ID = "tmpl-repayment-reminder"
+
+
+def miniprogram_env(api_base: str, **extra: str) -> dict[str, str]:
+    return {
+        "BANKBOT_MINIPROGRAM_APP_ID": APP_ID,
+        "BANKBOT_MINIPROGRAM_APP_SECRET": APP_SECRET,
+        "BANKBOT_WECHAT_API_BASE": api_base,
+        "BANKBOT_MINIPROGRAM_REMINDER_TEMPLATE_ID": TEMPLATE_ID,
+        **extra,
+    }
+
+
+@dataclass
+class WeChatPlatform:
+    simulator: WeChatSimulator
+    url: str
 
 
 @dataclass

@@ -301,8 +301,8 @@ def test_a_non_integer_create_time_is_malformed(create_time: str) -> None:
 # Text XML can carry (everything but the control characters, surrogates and U+FFFE/U+FFFF), with the sequences
 # that matter to CDATA and line-end normalisation mixed in.
 xml_characters = st.characters(
-    blacklist_categories=("Cs",),
-    blacklist_characters=[chr(c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + ["\ufffe", "\uffff"],
+    exclude_categories=["Cs"],
+    exclude_characters=[chr(c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + ["\ufffe", "\uffff"],
 )
 xml_text = st.lists(
     st.text(xml_characters, max_size=8) | st.sampled_from(["]]>", "]]", "]", ">", "<", "&", "\r", "\r\n", "中", "😀"]),
