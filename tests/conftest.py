@@ -7,10 +7,10 @@ import json
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +19,9 @@ from bankbot.layout import ProjectLayout
 from bankbot.stack import Stack, free_port
 from bankbot.training import ensure_trained
 from bankcore.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.platform_threads import PlatformSimulators
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,6 +40,8 @@ class LiveStack:
     rasa_token: str
     settings: Settings
     db_session_factory: sessionmaker[Session]
+    # The WeCom and WeChat API simulators the gateway's platform adapters talk to.
+    platforms: PlatformSimulators | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -44,7 +49,18 @@ class LiveStack:
 
 
 @pytest.fixture(scope="session")
-def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+def platform_simulators() -> Iterator[PlatformSimulators]:
+    """The WeCom and WeChat API simulators in a background thread of this process, for the live gateway."""
+    from tests.platform_threads import serve_platform_simulators
+
+    with serve_platform_simulators() as platforms:
+        yield platforms
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    tmp_path_factory: pytest.TempPathFactory, platform_simulators: PlatformSimulators
+) -> Iterator[LiveStack]:
     from bankbot.foresight_demo import ensure_demo_model
     from bankcore.core_facts import record_core_facts
     from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
@@ -68,6 +84,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
         # Reminders would open conversations of their own at whatever the time of day is: tests that need the
         # scheduler run it themselves.
         "BANKBOT_SCHEDULER": "0",
+        # WeCom and the mini-program against the simulators (Tencent's sample corp credentials), unthrottled.
+        **platform_simulators.gateway_env(),
     }
     settings = Settings.from_env(env)
     migrate(settings.database_url)
@@ -85,9 +103,36 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
             rasa_token=settings.rasa_token,
             settings=settings,
             db_session_factory=factory,
+            platforms=platform_simulators,
         )
     finally:
         stack.stop()
+
+
+def restart_conversation(stack: LiveStack, sender_id: str) -> None:
+    """Rasa's restart event in one conversation (`webchat:C001`, `wecom:C004`…)."""
+    url = f"{stack.rasa_url}/conversations/{sender_id}/tracker/events?token={stack.rasa_token}"
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"event": "restart"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=30).close()
+
+
+def latest_sms_code(stack: LiveStack, customer_id: str) -> str:
+    """The six-digit code in the customer's newest SMS (the sandbox outbox stands in for their phone)."""
+    import re
+
+    from bankcore.database import unit_of_work
+    from bankcore.sandbox import outbox
+
+    with unit_of_work(stack.db_session_factory) as session:
+        messages = outbox(session, customer_id)
+    match = re.search(r"\d{6}", messages[0].text)
+    assert match, messages[0].text
+    return match.group(0)
 
 
 class ChatClient:
@@ -114,17 +159,7 @@ class ChatClient:
 
     def restart(self) -> None:
         """A fresh conversation (Rasa's restart event), so tests don't inherit each other's forms."""
-        url = (
-            f"{self.stack.rasa_url}/conversations/webchat:{self.customer_id}/tracker/events"
-            f"?token={self.stack.rasa_token}"
-        )
-        request = urllib.request.Request(
-            url,
-            data=json.dumps({"event": "restart"}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=30).close()
+        restart_conversation(self.stack, f"webchat:{self.customer_id}")
 
     def open(self) -> list[dict[str, Any]]:
         """The page has opened: what the assistant says before the customer speaks."""
@@ -142,20 +177,11 @@ class ChatClient:
         return "\n".join(str(m.get("text") or "") for m in self.send(text))
 
     def latest_code(self) -> str:
-        from bankcore.database import unit_of_work
-        from bankcore.sandbox import outbox
-
-        with unit_of_work(self.stack.db_session_factory) as session:
-            messages = outbox(session, self.customer_id)
-        import re
-
-        match = re.search(r"\d{6}", messages[0].text)
-        assert match, messages[0].text
-        return match.group(0)
+        return latest_sms_code(self.stack, self.customer_id)
 
 
 @pytest.fixture
-def chat(live_stack: LiveStack):  # type: ignore[no-untyped-def]
+def chat(live_stack: LiveStack) -> Callable[[str], ChatClient]:
     def open_chat(customer_id: str) -> ChatClient:
         return ChatClient(live_stack, customer_id)
 

@@ -61,3 +61,16 @@ def test_metrics_carry_no_secret(live_stack) -> None:  # type: ignore[no-untyped
         all(pin not in metrics for pin in (TYPED_PIN, *TYPED_PINS, *KEYED_PINS))
         and TYPED_CARD_NUMBER.replace(" ", "") not in metrics
     )
+
+
+def test_channel_inbox_and_outbox_hold_no_secret_in_clear(live_stack) -> None:  # type: ignore[no-untyped-def]
+    """Platform messages wait sealed (encrypted) in the inbox until answered, and replies never carry a code."""
+    from bankcore.models import ChannelInboxMessage, ChannelOutboxMessage
+
+    codes = _issued_codes(live_stack)
+    with unit_of_work(live_stack.db_session_factory) as session:
+        inbox = session.execute(select(ChannelInboxMessage.sealed_body, ChannelInboxMessage.last_error)).all()
+        outbox = session.execute(select(ChannelOutboxMessage.body, ChannelOutboxMessage.last_error)).all()
+    stored = "\n".join(str(value) for row in [*inbox, *outbox] for value in row if value is not None)
+    leaked = sorted(code for code in codes if _found(code, stored))
+    assert not leaked, f"codes in clear in the channel inbox/outbox: {leaked}"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project and its tests use, when any is missing (needs root, as on CI).
 set -euo pipefail
-packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg)
+# nodejs (with npm) runs Tencent's @wecom/crypto in the WeCom interoperability test.
+packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg nodejs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Debian packages npm apart from nodejs; other builds of nodejs bring it along.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "ensure-apt: missing Debian packages: ${missing[*]} (run as root: apt-get install ${missing[*]})" >&2

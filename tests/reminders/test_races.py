@@ -145,7 +145,7 @@ def test_the_scheduler_process_retries_when_rasa_is_down_and_stops_cleanly_on_si
     # A service notice on web chat: the policy sends it (the test customer is reachable there, and it is never
     # settled) unless it is quiet hours in Shanghai right now, when it must wait instead.
     with unit_of_work(factory) as session:
-        store.add_planned(session, planned(1, kind="service_notice", channels=("webchat",)), now)
+        store.add_planned(session, planned(1, kind="service_notice", channels=("webchat",), send_after=now), now)
     # No Rasa listens there: the conversation cannot be opened, so the send must be retried later, not lost.
     env = {
         **os.environ,
