@@ -10,7 +10,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance \
-	bench-risk bench-risk-quality bench-risk-latency bench-voice bench-reminders shell clean
+	bench-risk bench-risk-quality bench-risk-latency bench-voice bench-reminders bench-wecom shell clean
 
 setup:
 	@tools/ensure-apt.sh
@@ -38,7 +38,7 @@ pytest: setup
 
 test: lint pytest
 
-bench: bench-nlu bench-turns bench-foresight bench-first-utterance bench-risk bench-voice bench-reminders
+bench: bench-nlu bench-turns bench-foresight bench-first-utterance bench-risk bench-voice bench-reminders bench-wecom
 
 bench-nlu: setup
 	$(PY) -m bankbot bench nlu
@@ -89,6 +89,13 @@ bench-voice: setup
 bench-reminders: setup
 	$(PY) -m bankbot bench reminders --reminders 1000000 --workers 1,2,4
 	$(PY) -m bankbot bench reminders-chaos --reminders 100000 --workers 4 --seconds 120
+
+# WeChat Work callbacks from 200 concurrent simulated users: acknowledgement p95 while Rasa is busy, reply latency,
+# throughput, duplicates under retry storms (must be 0); with the real stack, then with a stand-in for Rasa.
+bench-wecom: setup
+	$(PY) -m bankbot train
+	$(PY) -m bankbot bench wecom --users 200 --out reports/wecom/bench.json
+	$(PY) -m bankbot bench wecom --users 200 --fake-rasa --out reports/wecom/bench-stand-in.json
 
 bench-first-utterance: setup
 	$(PY) -m bankbot train

@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         risk_cli,
         voice_bench,
         voice_cli,
+        wecom_bench,
     )
 
     events_cli.register(commands)
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     voice_bench.register(bench)
     asr_robustness.register(bench)
     reminders_bench.register(bench)
+    wecom_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )

@@ -89,6 +89,8 @@ class Stack:
     env: dict[str, str]
     model: Path
     services: list[Service] = field(default_factory=list)
+    # Start only these services (by name); None: all of them. A bench that plays Rasa itself runs the gateway alone.
+    only: frozenset[str] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -157,7 +159,7 @@ class Stack:
         return services
 
     def start(self, timeout: float = 240.0) -> None:
-        self.services = self._plan()
+        self.services = [service for service in self._plan() if self.only is None or service.name in self.only]
         log_dir = self.settings.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         for service in self.services:

@@ -117,6 +117,114 @@ def receive(
     return Received(inbox_id=int(existing or 0), duplicate=True)
 
 
+@dataclass(frozen=True)
+class RequestStart:
+    """What to do with a request that carries a client message id: `run` it (first time, or taking over one
+    that failed or whose handler died), `replay` the stored reply, or tell the client it is `in_progress`."""
+
+    inbox_id: int
+    outcome: str  # run | replay | in_progress
+    reply: dict[str, Any] | None = None
+
+
+def begin_request(
+    session: Session,
+    sealer: Sealer,
+    *,
+    channel: str,
+    request_key: str,
+    external_user: str,
+    kind: str,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    count_duplicate: bool = True,
+) -> RequestStart:
+    """Idempotency for request/response channels (the mini-program): the first request with a key runs under a
+    lease; a retry gets the stored reply once there is one, and takes over a request that failed or whose
+    handler died (lease expired). Keys are per user: `request_key` must already include the platform user.
+    `count_duplicate=False` when the same retry asks again (waiting for the first request to finish)."""
+    key = request_key[:160]
+    inserted = session.execute(
+        _insert(session, ChannelInboxMessage)
+        .values(
+            channel=channel,
+            platform_msg_id=key,
+            external_user=external_user[:128],
+            kind=kind[:32],
+            sealed_body=None,
+            status=PROCESSING,
+            attempts=1,
+            duplicates=0,
+            lease_until=now + lease,
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "platform_msg_id"])
+        .returning(ChannelInboxMessage.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return RequestStart(inbox_id=int(inserted), outcome="run")
+    row = session.execute(
+        select(ChannelInboxMessage.id, ChannelInboxMessage.status, ChannelInboxMessage.sealed_body).where(
+            ChannelInboxMessage.channel == channel, ChannelInboxMessage.platform_msg_id == key
+        )
+    ).one()
+    if count_duplicate:
+        session.execute(
+            update(ChannelInboxMessage)
+            .where(ChannelInboxMessage.id == row.id)
+            .values(duplicates=ChannelInboxMessage.duplicates + 1)
+            .execution_options(synchronize_session=False)
+        )
+    if row.status == ANSWERED and row.sealed_body:
+        return RequestStart(inbox_id=int(row.id), outcome="replay", reply=sealer.unseal(row.sealed_body))
+    taken = session.execute(
+        update(ChannelInboxMessage)
+        .where(
+            ChannelInboxMessage.id == row.id,
+            or_(
+                ChannelInboxMessage.status == FAILED,
+                (ChannelInboxMessage.status == PROCESSING) & (ChannelInboxMessage.lease_until <= now),
+            ),
+        )
+        .values(status=PROCESSING, lease_until=now + lease, attempts=ChannelInboxMessage.attempts + 1)
+        .returning(ChannelInboxMessage.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    return RequestStart(inbox_id=int(row.id), outcome="run" if taken is not None else "in_progress")
+
+
+def complete_request(
+    session: Session, sealer: Sealer, inbox_id: int, *, reply: Mapping[str, Any], now: dt.datetime
+) -> None:
+    """Keep the reply (sealed: it may show balances) for the request's retries."""
+    session.execute(
+        update(ChannelInboxMessage)
+        .where(ChannelInboxMessage.id == inbox_id)
+        .values(status=ANSWERED, sealed_body=sealer.seal(dict(reply)), lease_until=None, answered_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def abandon_request(session: Session, inbox_id: int, *, error: str) -> None:
+    """The request produced no reply (the assistant was down, the handler raised): a retry runs it again."""
+    session.execute(
+        update(ChannelInboxMessage)
+        .where(ChannelInboxMessage.id == inbox_id, ChannelInboxMessage.status == PROCESSING)
+        .values(status=FAILED, lease_until=None, last_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def already_received(session: Session, *, channel: str, platform_msg_id: str) -> bool:
+    """Whether this platform message is stored already (its callback is a retry)."""
+    found = session.scalar(
+        select(ChannelInboxMessage.id).where(
+            ChannelInboxMessage.channel == channel, ChannelInboxMessage.platform_msg_id == platform_msg_id[:160]
+        )
+    )
+    return found is not None
+
+
 def _claimable_inbox(channel: str, now: dt.datetime) -> ColumnElement[bool]:
     return (ChannelInboxMessage.channel == channel) & or_(
         ChannelInboxMessage.status == RECEIVED,
@@ -362,8 +470,6 @@ def inbox_counts(session: Session, channel: str | None = None) -> dict[str, int]
 
 def duplicates_seen(session: Session, channel: str) -> int:
     total = session.scalar(
-        select(func.coalesce(func.sum(ChannelInboxMessage.duplicates), 0)).where(
-            ChannelInboxMessage.channel == channel
-        )
+        select(func.coalesce(func.sum(ChannelInboxMessage.duplicates), 0)).where(ChannelInboxMessage.channel == channel)
     )
     return int(total or 0)

@@ -19,6 +19,7 @@ RATE_LIMITED = "您发送得太快了，请稍等片刻再试。"
 NOT_FOUND = "您访问的页面不存在。"
 METHOD_NOT_ALLOWED = "不支持该请求方式。"
 INTERNAL_ERROR = "抱歉，系统开小差了，请稍后再试。"
+REQUEST_IN_PROGRESS = "您的上一条消息还在处理中，请稍候。"
 
 # Binding a WeChat Work user, a mini-program user or a phone number to a customer (channels.binding).
 BIND_WELCOME = (

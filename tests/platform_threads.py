@@ -106,6 +106,15 @@ class PlatformSimulators:
     def expire_wecom_tokens(self) -> None:
         self.thread.call(self.wecom.expire_all_tokens)
 
+    def set_wechat_down(self, down: bool) -> None:
+        def apply() -> None:
+            self.wechat.down = down
+
+        self.thread.call(apply)
+
+    def expire_wechat_tokens(self) -> None:
+        self.thread.call(self.wechat.expire_all_tokens)
+
     def wecom_calls(self, endpoint: str) -> int:
         return self.thread.call(lambda: self.wecom.calls[endpoint])
 

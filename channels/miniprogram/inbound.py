@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime as dt
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from sqlalchemy.orm import Session, sessionmaker
 
-from bankcore import subscriptions
+from bankcore import channel_messages, subscriptions
 from bankcore.database import unit_of_work
+from bankcore.sealing import Sealer
 from bankcore.settings import Settings
 from channels import messages
 from channels.binding import ChannelUser, handle_channel_turn, resolve_customer
@@ -28,7 +32,7 @@ from channels.http_errors import NO_STORE, dumps_utf8, json_error
 from channels.json_replies import MiniProgramOutput
 from channels.miniprogram.api import WeChatApi, WeChatApiError
 from channels.miniprogram.sessions import MiniProgramTokens, MiniProgramUser
-from channels.rasa_client import BotMessage, RasaUnavailable
+from channels.rasa_client import RasaUnavailable
 from channels.rate_limit import SlidingWindowLimiter
 from channels.resources import HTTP_SESSION, METRICS, SESSION_FACTORY, TURNS
 from channels.signed_tokens import InvalidToken
@@ -50,6 +54,13 @@ CHANNEL = "miniprogram"
 # A minute of 16 kHz PCM is 1.9 MB, base64 a third more: voice bodies get their own limit.
 MAX_VOICE_BODY_BYTES = 3 * 1024 * 1024
 _CODE_MAX = 128
+# A client message id: what the client generates once per message and sends again with every retry of it.
+_MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# How long a retry waits for the first request's turn before answering 409, and how often it looks.
+_RETRY_WAIT_S = 20.0
+_RETRY_POLL_S = 0.2
+# A request whose handler died is taken over by its next retry after this long.
+_REQUEST_LEASE = dt.timedelta(seconds=60)
 _TEMPLATE_ID_MAX = 128
 _SPEECH_RATE = 16000
 
@@ -79,6 +90,7 @@ class MiniProgramInput:
         self._tokens = MiniProgramTokens(settings.secret_key, settings.miniprogram_session_ttl_seconds)
         self._limiter = SlidingWindowLimiter(settings.miniprogram_rate_limit_per_minute, window_s=60.0)
         self._output = MiniProgramOutput()
+        self._sealer = Sealer(settings.secret_key)
         self._synthesizer = synthesizer or EspeakPinyinSynthesizer(settings.tts_voice)
 
     @property
@@ -132,9 +144,7 @@ class MiniProgramInput:
             if error.retryable:
                 if error.errcode == 45011:
                     return json_error(429, "rate_limited", messages.RATE_LIMITED, headers={"Retry-After": "5"})
-                return json_error(
-                    503, "wechat_unavailable", messages.WECHAT_UNAVAILABLE, headers={"Retry-After": "5"}
-                )
+                return json_error(503, "wechat_unavailable", messages.WECHAT_UNAVAILABLE, headers={"Retry-After": "5"})
             return json_error(401, "invalid_login_code", messages.INVALID_LOGIN_CODE)
         user = MiniProgramUser(openid=session.openid, unionid=session.unionid)
         customer_id = await resolve_customer(request.app[TURNS], channel_user(user))
@@ -172,6 +182,89 @@ class MiniProgramInput:
         body = await _json_object(request, MAX_VOICE_BODY_BYTES)
         if isinstance(body, web.Response):
             return body
+        msg_id = body.get("msg_id")
+        if msg_id is None:
+            outcome = await self._run_message(request, user, body)
+        elif not isinstance(msg_id, str) or not _MSG_ID.fullmatch(msg_id):
+            return json_error(400, "invalid_msg_id", messages.BAD_REQUEST)
+        else:
+            outcome = await self._run_once(request, user, body, msg_id)
+        if isinstance(outcome, web.Response):
+            return outcome
+        rendered, replayed = outcome
+        if body.get("speech") is True:
+            speech = await self._speech(rendered)
+            if speech is not None:
+                rendered = {**rendered, "speech": speech}
+        headers = {**NO_STORE, "X-Bankbot-Replayed": "1"} if replayed else NO_STORE
+        return web.json_response(rendered, headers=headers, dumps=dumps_utf8)
+
+    async def _run_once(
+        self, request: web.Request, user: MiniProgramUser, body: dict[str, Any], msg_id: str
+    ) -> tuple[dict[str, Any], bool] | web.Response:
+        """A message the client may send again (it timed out, the network dropped): the first request runs the
+        turn and keeps its reply; a retry gets that reply back, so it never makes a second turn or transfer."""
+        ctx = request.app[TURNS]
+        factory = request.app[SESSION_FACTORY]
+        kind = str(body.get("type", "text"))
+        key = f"{user.openid}:{msg_id}"
+        started = await asyncio.to_thread(self._begin, factory, key, user.openid, kind, ctx.clock())
+        deadline = asyncio.get_running_loop().time() + _RETRY_WAIT_S
+        while started.outcome == "in_progress" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(_RETRY_POLL_S)  # the first request is still running its turn
+            started = await asyncio.to_thread(self._begin, factory, key, user.openid, kind, ctx.clock(), False)
+        if started.outcome == "replay" and started.reply is not None:
+            request.app[METRICS].count_inbound(CHANNEL, "duplicate")
+            return started.reply, True
+        if started.outcome == "in_progress":
+            return json_error(409, "in_progress", messages.REQUEST_IN_PROGRESS, headers={"Retry-After": "2"})
+        outcome: tuple[dict[str, Any], bool] | web.Response | None = None
+        try:
+            outcome = await self._run_message(request, user, body)
+        finally:
+            if isinstance(outcome, tuple):
+                await asyncio.to_thread(self._complete, factory, started.inbox_id, outcome[0], ctx.clock())
+            else:
+                error = f"status {outcome.status}" if outcome is not None else "the handler raised"
+                await asyncio.to_thread(self._abandon, factory, started.inbox_id, error)
+        return outcome
+
+    def _begin(
+        self,
+        factory: sessionmaker[Session],
+        key: str,
+        openid: str,
+        kind: str,
+        now: dt.datetime,
+        count_duplicate: bool = True,
+    ) -> channel_messages.RequestStart:
+        with unit_of_work(factory) as session:
+            return channel_messages.begin_request(
+                session,
+                self._sealer,
+                channel=CHANNEL,
+                request_key=key,
+                external_user=openid,
+                kind=kind,
+                now=now,
+                lease=_REQUEST_LEASE,
+                count_duplicate=count_duplicate,
+            )
+
+    def _complete(
+        self, factory: sessionmaker[Session], inbox_id: int, rendered: dict[str, Any], now: dt.datetime
+    ) -> None:
+        with unit_of_work(factory) as session:
+            channel_messages.complete_request(session, self._sealer, inbox_id, reply=rendered, now=now)
+
+    def _abandon(self, factory: sessionmaker[Session], inbox_id: int, error: str) -> None:
+        with unit_of_work(factory) as session:
+            channel_messages.abandon_request(session, inbox_id, error=error)
+
+    async def _run_message(
+        self, request: web.Request, user: MiniProgramUser, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool] | web.Response:
+        """One text or voice turn: (the rendered reply, replayed=False), or the error response to send instead."""
         kind = body.get("type", "text")
         ctx = request.app[TURNS]
         extra: dict[str, Any] = {}
@@ -199,11 +292,7 @@ class MiniProgramInput:
         rendered = self._output.render(replies)
         if transcript is not None:
             rendered["transcript"] = transcript.text
-        if body.get("speech") is True:
-            speech = await self._speech(replies)
-            if speech is not None:
-                rendered["speech"] = speech
-        return web.json_response(rendered, headers=NO_STORE, dumps=dumps_utf8)
+        return rendered, False
 
     async def _transcribe_upload(self, request: web.Request, body: dict[str, Any]) -> Transcript | web.Response:
         recognizer = request.app.get(RECOGNIZER)
@@ -226,8 +315,9 @@ class MiniProgramInput:
             status, message = _VOICE_ERRORS.get(error.code, (422, messages.VOICE_NOT_UNDERSTOOD))
             return json_error(status, f"voice_{error.code}", message.format(limit=int(recognizer.max_seconds)))
 
-    async def _speech(self, replies: list[BotMessage]) -> dict[str, str] | None:
-        text = "。".join(reply.text for reply in replies if reply.text)
+    async def _speech(self, rendered: dict[str, Any]) -> dict[str, str] | None:
+        """The rendered reply's texts read aloud, as a WAV."""
+        text = "。".join(str(message["text"]) for message in rendered.get("messages", []) if message.get("text"))
         if not text:
             return None
         try:
@@ -348,7 +438,7 @@ class MiniProgramInput:
             return
         frame: dict[str, Any] = {"type": "reply", **self._output.render(replies)}
         if speech:
-            spoken = await self._speech(replies)
+            spoken = await self._speech(frame)
             if spoken is not None:
                 frame["speech"] = spoken
         await socket.send_json(frame, dumps=dumps_utf8)

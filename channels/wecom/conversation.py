@@ -87,6 +87,8 @@ class WeComInboxProcessor:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._claiming = asyncio.Lock()
+        self._paused = False
         self.answered = 0
 
     def wake(self) -> None:
@@ -94,6 +96,16 @@ class WeComInboxProcessor:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="wecom-inbox")
+
+    async def pause(self) -> None:
+        """Stop taking new messages (they stay durably received); returns once no claim is under way."""
+        self._paused = True
+        async with self._claiming:
+            pass
+
+    def resume(self) -> None:
+        self._paused = False
+        self.wake()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -120,11 +132,21 @@ class WeComInboxProcessor:
             self._wake.clear()
 
     async def claim(self) -> int:
+        if self._paused:
+            return 0
         free = self._concurrency - len(self._inflight)
         if free <= 0:
+            if not self._inflight:
+                return 0
             # Every slot is busy: wait for one to finish before taking more work.
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             return 1
+        async with self._claiming:
+            if self._paused:
+                return 0
+            return await self._claim_up_to(free)
+
+    async def _claim_up_to(self, free: int) -> int:
         items = await asyncio.to_thread(
             channel_messages.claim_inbox,
             self.factory,

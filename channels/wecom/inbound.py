@@ -19,11 +19,12 @@ from typing import Any
 from aiohttp import web
 
 from bankcore import channel_messages
-from bankcore.database import unit_of_work
 from bankcore.sealing import Sealer
 from bankcore.settings import Settings
 from channels import messages
 from channels.http_errors import json_error
+from channels.inbox_writer import InboxEntry, InboxWriter
+from channels.metrics import GatewayMetrics
 from channels.outbox_worker import OutboxWorker, SendAttempt
 from channels.rate_limit import SlidingWindowLimiter
 from channels.resources import HTTP_SESSION, METRICS, SESSION_FACTORY, TURNS
@@ -90,10 +91,13 @@ class WeComInput:
         self._limiter = SlidingWindowLimiter(settings.wecom_rate_limit_per_minute, window_s=60.0)
         self._process = process
         self._rate_noticed: dict[str, float] = {}
+        self._metrics: GatewayMetrics | None = None
+        self._writer: InboxWriter | None = None
 
     def register(self, app: web.Application) -> None:
         app.router.add_get(PATH, self.verify_url)
         app.router.add_post(PATH, self.receive)
+        app.on_cleanup.append(self._close_writer)
         if self._crypto is not None and self._process:
             app.cleanup_ctx.append(self._runtime)
 
@@ -202,20 +206,44 @@ class WeComInput:
             return json_error(status, error.code, messages.BAD_REQUEST)
         if not message.from_user:
             return json_error(400, "missing_field", messages.BAD_REQUEST)
-        record = _message_record(message)
-        kind = message.msg_type if message.msg_type != "event" else f"event:{message.event or ''}"
-        if not self._limiter.allow(message.from_user):
-            # Kept and answered once per minute with a polite notice; further ones are recorded, not answered.
-            record = {"msg_type": "rate_limited", "notice": self._should_notice(message.from_user)}
-            kind = "rate_limited"
-            metrics.count_inbound(CHANNEL, "rate_limited")
-        received = await asyncio.to_thread(self._store, request, message, kind, record)
+        entry = InboxEntry(
+            platform_msg_id=message_key(message),
+            external_user=message.from_user,
+            kind=message.msg_type if message.msg_type != "event" else f"event:{message.event or ''}",
+            body=_message_record(message),
+        )
+        received = await self._writer_for(request.app).receive(entry)
         metrics.count_inbound(CHANNEL, "duplicate" if received.duplicate else "accepted")
         if not received.duplicate and WECOM_RUNTIME in request.app:
             request.app[WECOM_RUNTIME].processor.wake()
         metrics.observe_ack(CHANNEL, time.perf_counter() - started)
         # An empty 200 is WeCom's "received, the answer comes later"; nothing is replied passively.
         return web.Response(text="", content_type="text/plain")
+
+    def _writer_for(self, app: web.Application) -> InboxWriter:
+        if self._writer is None:
+            self._metrics = app[METRICS]
+            self._writer = InboxWriter(
+                app[SESSION_FACTORY], self._sealer, channel=CHANNEL, clock=app[TURNS].clock, admit=self._admit
+            )
+        return self._writer
+
+    async def _close_writer(self, app: web.Application) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+            self._writer = None
+
+    def _admit(self, entry: InboxEntry) -> InboxEntry:
+        """A new message within the user's rate as it is; past it, a marker answered once per minute with a polite
+        notice (further ones are recorded, not answered). On the writer thread: retries never get here, so a
+        storm of them cannot use up the rate of the messages that follow."""
+        if self._limiter.allow(entry.external_user):
+            return entry
+        if self._metrics is not None:
+            self._metrics.count_inbound(CHANNEL, "rate_limited")
+        return entry.replaced(
+            kind="rate_limited", body={"msg_type": "rate_limited", "notice": self._should_notice(entry.external_user)}
+        )
 
     def _should_notice(self, user: str) -> bool:
         now = time.monotonic()
@@ -226,21 +254,6 @@ class WeComInput:
         if len(self._rate_noticed) > 100_000:
             self._rate_noticed = {k: t for k, t in self._rate_noticed.items() if now - t < 60}
         return True
-
-    def _store(
-        self, request: web.Request, message: WeComMessage, kind: str, record: dict[str, Any]
-    ) -> channel_messages.Received:
-        with unit_of_work(request.app[SESSION_FACTORY]) as session:
-            return channel_messages.receive(
-                session,
-                self._sealer,
-                channel=CHANNEL,
-                platform_msg_id=message_key(message),
-                external_user=message.from_user,
-                kind=kind,
-                body=record,
-                now=request.app[TURNS].clock(),
-            )
 
 
 def _crypto_refusal(error: WeComCryptoError) -> web.Response:

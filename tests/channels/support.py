@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class FakeRasa:
 
     responder: Responder = echo
     fail_with_status: int | None = None
+    delay_s: float = 0.0  # each turn takes this long (a busy Rasa)
     received: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
@@ -48,6 +50,8 @@ class FakeRasa:
         body = await request.json()
         self.received.append(body)
         self.requests.append(("POST", request.raw_path, dict(request.query)))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.fail_with_status is not None:
             return web.Response(status=self.fail_with_status, text="boom")
         return web.json_response(self.responder(body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -10,10 +11,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore import customers, subscriptions
 from bankcore.database import unit_of_work
+from bankcore.models import ChannelInboxMessage
 from tests.channels.support import FakeRasa, latest_code
 from tests.channels.wecom_support import TEMPLATE_ID, WeChatPlatform, miniprogram_env
 
@@ -172,3 +175,75 @@ async def test_bodies_have_limits_and_bad_input_gets_clear_errors(
 async def test_unconfigured_login_answers_503(start_gateway: Callable[..., Any], fake_rasa: FakeRasa) -> None:
     client: Client = await start_gateway(fake_rasa.url)
     assert (await client.post("/miniprogram/login", json={"code": "x"})).status == 503
+
+
+async def send_with_id(client: Client, token: str, text: str, msg_id: str) -> tuple[int, dict[str, Any], bool]:
+    response = await client.post(
+        "/miniprogram/messages",
+        json={"type": "text", "text": text, "msg_id": msg_id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    return response.status, dict(await response.json()), response.headers.get("X-Bankbot-Replayed") == "1"
+
+
+async def test_a_retried_message_gets_the_first_reply_without_a_second_turn(
+    gateway: Client, wechat_platform: WeChatPlatform, fake_rasa: FakeRasa, session_factory: sessionmaker[Session]
+) -> None:
+    token = (await login(gateway, wechat_platform, BOUND_OPENID))["token"]
+    first = await send_with_id(gateway, token, "确认转账", "m-001")
+    assert first[0] == 200 and first[1]["messages"][0]["text"] == "收到：确认转账" and not first[2]
+    again = await send_with_id(gateway, token, "确认转账", "m-001")
+    assert again[0] == 200 and again[1] == first[1] and again[2]
+    assert fake_rasa.texts_sent().count("确认转账") == 1
+    # The next message (a new id) is a new turn.
+    assert (await send_with_id(gateway, token, "确认转账", "m-002"))[2] is False
+    assert fake_rasa.texts_sent().count("确认转账") == 2
+    with unit_of_work(session_factory) as session:
+        row = session.scalars(
+            select(ChannelInboxMessage).where(ChannelInboxMessage.platform_msg_id == f"{BOUND_OPENID}:m-001")
+        ).one()
+        assert row.status == "answered" and row.duplicates == 1
+        assert row.sealed_body and "确认转账" not in row.sealed_body  # the kept reply is sealed
+
+
+async def test_a_retry_sent_while_the_first_request_runs_waits_for_its_reply(
+    gateway: Client, wechat_platform: WeChatPlatform, fake_rasa: FakeRasa
+) -> None:
+    token = (await login(gateway, wechat_platform, BOUND_OPENID))["token"]
+    fake_rasa.delay_s = 0.8
+    first = asyncio.create_task(send_with_id(gateway, token, "查余额", "slow-1"))
+    await asyncio.sleep(0.2)
+    retry = await send_with_id(gateway, token, "查余额", "slow-1")
+    original = await first
+    assert original[0] == retry[0] == 200 and retry[1] == original[1] and retry[2] and not original[2]
+    assert fake_rasa.texts_sent().count("查余额") == 1
+
+
+async def test_a_retry_after_a_failed_turn_runs_it_again(
+    gateway: Client, wechat_platform: WeChatPlatform, fake_rasa: FakeRasa
+) -> None:
+    token = (await login(gateway, wechat_platform, BOUND_OPENID))["token"]
+    fake_rasa.fail_with_status = 503
+    failed = await send_with_id(gateway, token, "查余额", "f-1")
+    assert failed[0] == 503 and failed[1]["error"]["code"] == "assistant_unavailable"
+    fake_rasa.fail_with_status = None
+    retried = await send_with_id(gateway, token, "查余额", "f-1")
+    assert retried[0] == 200 and retried[1]["messages"][0]["text"] == "收到：查余额" and not retried[2]
+
+
+async def test_message_ids_are_per_user_and_checked(
+    gateway: Client, wechat_platform: WeChatPlatform, fake_rasa: FakeRasa
+) -> None:
+    mine = (await login(gateway, wechat_platform, BOUND_OPENID))["token"]
+    theirs = (await login(gateway, wechat_platform, "o-someone-else"))["token"]
+    assert (await send_with_id(gateway, mine, "查余额", "same-id"))[0] == 200
+    other = await send_with_id(gateway, theirs, "利率是多少", "same-id")
+    assert other[0] == 200 and other[1]["messages"][0]["text"] == "收到：利率是多少" and not other[2]
+    for bad in ("", "x" * 65, "含中文", "a b"):
+        assert (await send_with_id(gateway, mine, "查余额", bad))[0] == 400
+    response = await gateway.post(
+        "/miniprogram/messages",
+        json={"type": "text", "text": "hi", "msg_id": 7},
+        headers={"Authorization": f"Bearer {mine}"},
+    )
+    assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_msg_id"

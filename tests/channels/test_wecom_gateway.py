@@ -196,12 +196,14 @@ async def test_replies_survive_the_platform_being_down_and_fail_visibly_when_it_
 
 
 async def test_messages_acknowledged_before_a_crash_are_answered_after_restart(
-    start_gateway: Callable[..., Any], fake_rasa: FakeRasa, wecom_platform: WeComPlatform,
+    start_gateway: Callable[..., Any],
+    fake_rasa: FakeRasa,
+    wecom_platform: WeComPlatform,
     session_factory: sessionmaker[Session],
 ) -> None:
     env = wecom_env(wecom_platform.url)
     first: Client = await start_gateway(fake_rasa.url, **env)
-    first.app[WECOM_RUNTIME].processor._concurrency = 0  # acknowledges, never processes: a gateway about to die
+    await first.app[WECOM_RUNTIME].processor.pause()  # acknowledges, never processes: a gateway about to die
     await post(first, callbacks().text(BOUND_USER, "开机前的消息"))
     await asyncio.sleep(0.2)
     assert texts_to(wecom_platform.simulator, BOUND_USER) == []
@@ -243,6 +245,23 @@ async def test_per_user_rate_limit_answers_politely_once(
     assert sum("太快" in reply for reply in replies) == 1
 
 
+async def test_retries_of_a_stored_message_do_not_use_up_the_users_rate(
+    start_gateway: Callable[..., Any], fake_rasa: FakeRasa, wecom_platform: WeComPlatform
+) -> None:
+    client: Client = await start_gateway(
+        fake_rasa.url, **wecom_env(wecom_platform.url, BANKBOT_WECOM_RATE_LIMIT_PER_MINUTE="2")
+    )
+    make = callbacks()
+    first = make.text(BOUND_USER, "第一条")
+    for _ in range(4):  # WeCom's three retries of the first message
+        assert (await post(client, first))[0] == 200
+    assert (await post(client, make.text(BOUND_USER, "第二条")))[0] == 200
+    await wait_until(lambda: len(texts_to(wecom_platform.simulator, BOUND_USER)) == 2)
+    await asyncio.sleep(0.3)
+    assert texts_to(wecom_platform.simulator, BOUND_USER) == ["收到：第一条", "收到：第二条"]
+    assert sorted(fake_rasa.texts_sent()) == ["第一条", "第二条"]
+
+
 ENTITY_BODY = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><xml><Encrypt>&a;</Encrypt></xml>'
 
 
@@ -275,4 +294,3 @@ async def test_unconfigured_gateway_answers_503(start_gateway: Callable[..., Any
     client: Client = await start_gateway(fake_rasa.url)
     response = await client.get("/wecom/callback", params={"msg_signature": "a", "timestamp": "1", "nonce": "1"})
     assert response.status == 503
-

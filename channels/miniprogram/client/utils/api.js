@@ -128,17 +128,43 @@ async function authedPost(path, data) {
   return res.body;
 }
 
+const RETRY_DELAYS_MS = [1000, 3000];
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// One id per message, sent again with every retry of it: the gateway answers a retry with the first
+// request's reply, so a message lost on the way back is never a second turn (or a second transfer).
+function newMessageId() {
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
+}
+
+// Messages are retried when the network failed or the gateway says the first try is still running (409).
+async function postMessage(body) {
+  const data = { ...body, msg_id: newMessageId() };
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await authedPost('/miniprogram/messages', data);
+    } catch (error) {
+      const retryable = error instanceof ApiError && (error.status === 0 || error.status === 409);
+      if (!retryable || attempt >= RETRY_DELAYS_MS.length) throw error;
+      await sleep(RETRY_DELAYS_MS[attempt]);
+    }
+  }
+}
+
 function sendText(text, speech) {
   const body = { type: 'text', text };
   if (speech) body.speech = true;
-  return authedPost('/miniprogram/messages', body);
+  return postMessage(body);
 }
 
 // voice: {format: 'pcm'|'mp3', sampleRate, audio: base64}
 function sendVoice(voice, speech) {
   const body = { type: 'voice', format: voice.format, sample_rate: voice.sampleRate, audio: voice.audio };
   if (speech) body.speech = true;
-  return authedPost('/miniprogram/messages', body);
+  return postMessage(body);
 }
 
 function reportSubscription(templateId, result) {
