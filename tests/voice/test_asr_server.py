@@ -27,10 +27,19 @@ EOF_MESSAGE = '{"eof" : 1}'
 
 ServerFactory = Callable[..., Any]
 CONFIDENCE = re.compile(r'"conf" : [0-9.]+')
+WORD_TIME = re.compile(r'"(?:start|end)" : [0-9.]+')
 
 
 def confidences(replies: Sequence[str]) -> list[float]:
     return [float(found.split(":")[1]) for reply in replies for found in CONFIDENCE.findall(reply)]
+
+
+def word_times(replies: Sequence[str]) -> list[float]:
+    return [float(found.split(":")[1]) for reply in replies for found in WORD_TIME.findall(reply)]
+
+
+def masked(reply: str) -> str:
+    return WORD_TIME.sub("time", CONFIDENCE.sub("conf", reply))
 
 
 @pytest.fixture
@@ -96,9 +105,12 @@ async def test_replies_are_byte_for_byte_what_vosk_returns(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
 
     expected = direct(engine, audio, 3200, 16000, YES_NO)
-    # Byte for byte, except the confidences: Vosk's own differ in the 2nd-3rd decimal between two recognisers.
-    assert [CONFIDENCE.sub("conf", reply) for reply in replies] == [CONFIDENCE.sub("conf", reply) for reply in expected]
+    # Byte for byte, except the confidences and word times: Vosk's own differ between two recognisers (confidences
+    # in the 2nd-3rd decimal; under load, a word's end by a frame or three: Kaldi's float arithmetic is not
+    # bit-reproducible across thread schedules).
+    assert [masked(reply) for reply in replies] == [masked(reply) for reply in expected]
     assert confidences(replies) == pytest.approx(confidences(expected), abs=0.05)
+    assert word_times(replies) == pytest.approx(word_times(expected), abs=0.1)
     decoded = [json.loads(reply) for reply in replies]
     assert any(reply.get("text") == "아니요" for reply in decoded)
     await wait_until_idle(engine)
