@@ -10,18 +10,18 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bankcore import accounts, cards, customers, subscriptions
 from bankcore.database import unit_of_work
-from bankcore.models import Card, SubscriptionConsent, Transfer
+from bankcore.models import SubscriptionConsent, Transfer
 from bankcore.money import format_amount
 from bankcore.reminders import store
 from bankcore.reminders.planned import PlannedReminder
@@ -119,26 +119,6 @@ def member(live_stack: LiveStack) -> MiniProgramUser:
 @pytest.fixture(autouse=True)
 def fresh_conversation(live_stack: LiveStack) -> None:
     restart_conversation(live_stack, "miniprogram:C003")
-
-
-@pytest.fixture
-def restore_card(live_stack: LiveStack) -> Iterator[Callable[[str, str], None]]:
-    """Puts the named cards back as they were: the session's other tests share the demo bank."""
-    saved: list[tuple[str, str, str, Any]] = []
-
-    def remember(customer_id: str, last4: str) -> None:
-        with unit_of_work(live_stack.db_session_factory) as session:
-            card = session.scalars(select(Card).where(Card.customer_id == customer_id, Card.last4 == last4)).one()
-            saved.append((customer_id, last4, card.status, card.status_changed_at))
-
-    yield remember
-    with unit_of_work(live_stack.db_session_factory) as session:
-        for customer_id, last4, status, changed_at in saved:
-            session.execute(
-                update(Card)
-                .where(Card.customer_id == customer_id, Card.last4 == last4)
-                .values(status=status, status_changed_at=changed_at)
-            )
 
 
 def test_a_new_user_logs_in_unbound_binds_and_then_is_served_as_the_customer(

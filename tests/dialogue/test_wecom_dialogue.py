@@ -8,17 +8,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bankcore import accounts, cards
 from bankcore.database import unit_of_work
-from bankcore.models import Card, ChannelInboxMessage, ChannelOutboxMessage, Transfer
+from bankcore.models import ChannelInboxMessage, ChannelOutboxMessage, Transfer
 from bankcore.money import format_amount
 from channels.platform_simulators.wecom_callbacks import Callback
 from tests.channels.wecom_support import callbacks
@@ -140,26 +140,6 @@ def newcomer(live_stack: LiveStack) -> WeComUser:
 def fresh_conversations(live_stack: LiveStack) -> None:
     for sender in ("wecom:C001", "wecom:C004"):
         restart_conversation(live_stack, sender)
-
-
-@pytest.fixture
-def restore_card(live_stack: LiveStack) -> Iterator[Callable[[str, str], None]]:
-    """Puts the named cards back as they were: the session's other tests share the demo bank."""
-    saved: list[tuple[str, str, str, Any]] = []
-
-    def remember(customer_id: str, last4: str) -> None:
-        with unit_of_work(live_stack.db_session_factory) as session:
-            card = session.scalars(select(Card).where(Card.customer_id == customer_id, Card.last4 == last4)).one()
-            saved.append((customer_id, last4, card.status, card.status_changed_at))
-
-    yield remember
-    with unit_of_work(live_stack.db_session_factory) as session:
-        for customer_id, last4, status, changed_at in saved:
-            session.execute(
-                update(Card)
-                .where(Card.customer_id == customer_id, Card.last4 == last4)
-                .values(status=status, status_changed_at=changed_at)
-            )
 
 
 def test_an_unbound_user_binds_by_phone_and_code_then_sees_their_own_balance(
