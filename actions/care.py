@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from rasa_sdk import Tracker
@@ -11,9 +13,12 @@ from rasa_sdk.forms import FormValidationAction
 
 from actions import messages
 from actions.reminders import note_reminder_outcome
-from actions.runtime import BankAction, Turn
+from actions.runtime import BankAction, Turn, channel_of, customer_id_of, session_factory, utc_now
 from actions.transfer_risk import risk_summary
 from bankcore import customer_care
+from bankcore.database import unit_of_work
+
+logger = logging.getLogger(__name__)
 
 _MIN_COMPLAINT_CHARS = 8
 _SUMMARY_TURNS = 6
@@ -21,7 +26,11 @@ _SUMMARY_TURNS = 6
 
 def conversation_summary(turn: Turn) -> str:
     """What the human agent sees first: the customer's recent requests (the texts are already redacted)."""
-    user_turns = [e for e in turn.tracker.events if e.get("event") == "user"][-_SUMMARY_TURNS:]
+    return tracker_summary(turn.tracker)
+
+
+def tracker_summary(tracker: Tracker) -> str:
+    user_turns = [e for e in tracker.events if e.get("event") == "user"][-_SUMMARY_TURNS:]
     parts = []
     for event in user_turns:
         intent = (event.get("parse_data") or {}).get("intent", {}).get("name") or "?"
@@ -64,10 +73,46 @@ class ActionHumanHandoff(BankAction):
             summary=" | ".join(part for part in (conversation_summary(turn), risk_summary(turn)) if part),
             now=turn.now,
         )
-        queue = messages.HANDOFF_QUEUE_HIGH if handoff.priority == "high" else messages.HANDOFF_QUEUE_NORMAL
-        reference = messages.HANDOFF_REFERENCE.format(number=handoff.id)
-        turn.dispatcher.utter_message(response="utter_handoff", queue=queue, reference=reference)
+        announce_handoff(turn.dispatcher, handoff)
         return []
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
+        if customer_id_of(tracker) is not None:
+            return await super().run(dispatcher, tracker, domain)
+
+        # A guest (an unbound platform user, a caller the bank does not know) may ask for a person too.
+        def guest_handoff() -> customer_care.HandoffView:
+            with unit_of_work(session_factory()) as session:
+                return customer_care.request_handoff(
+                    session,
+                    None,
+                    reason="customer_request",
+                    priority="normal",
+                    channel=channel_of(tracker),
+                    summary=tracker_summary(tracker),
+                    now=utc_now(),
+                )
+
+        try:
+            handoff = await asyncio.to_thread(guest_handoff)
+        except Exception:
+            logger.exception("could not open a guest handoff")
+            dispatcher.utter_message(response="utter_service_error")
+            return []
+        announce_handoff(dispatcher, handoff)
+        return []
+
+
+def announce_handoff(dispatcher: CollectingDispatcher, handoff: customer_care.HandoffView) -> None:
+    """Tell the customer, and tell the channel (custom JSON) so a phone line can transfer the call."""
+    queue = messages.HANDOFF_QUEUE_HIGH if handoff.priority == "high" else messages.HANDOFF_QUEUE_NORMAL
+    reference = messages.HANDOFF_REFERENCE.format(number=handoff.id)
+    dispatcher.utter_message(
+        response="utter_handoff",
+        queue=queue,
+        reference=reference,
+        json_message={"handoff": {"id": handoff.id, "priority": handoff.priority}},
+    )
 
 
 class ValidateComplaintForm(FormValidationAction):

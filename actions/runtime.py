@@ -174,7 +174,8 @@ class BankAction(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         customer_id = customer_id_of(tracker)
         if customer_id is None:
-            dispatcher.utter_message(response="utter_not_signed_in")
+            # The custom JSON tells a channel why (the phone line then asks for the caller's PIN).
+            dispatcher.utter_message(response="utter_not_signed_in", json_message={"needs": "identity"})
             return []
         return await run_in_bank(self.name(), customer_id, tracker, dispatcher, domain, self.act, self.on_bank_error)
 

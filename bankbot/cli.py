@@ -62,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         record_core_facts(session, datetime.now(UTC))
     env = {k: v for k, v in settings.extra.items()}
     env.setdefault("BANKBOT_SECRET_KEY", settings.secret_key)
+    # The phone line answers SIP calls on loopback unless told otherwise (BANKBOT_SIP_PORT=0 turns it off).
+    env.setdefault("BANKBOT_SIP_PORT", "5060")
     if "BANKBOT_FORESIGHT_MODEL_DIR" not in env:
         # No model of the bank's own: the demo one, trained on the simulator once and cached.
         env["BANKBOT_FORESIGHT_MODEL_DIR"] = str(ensure_demo_model(layout))
@@ -72,6 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"[bold green]ready[/]: web chat at {base}/webchat/ (demo customers C001-C004)")
     if settings.vosk_model_path is not None:
         console.print(f"speech recognition (vosk-server protocol): ws://{settings.asr_host}:{settings.asr_port}")
+    sip_port = int(env["BANKBOT_SIP_PORT"])
+    if sip_port:
+        console.print(f"phone line (SIP over UDP, no registration): sip:95588@{settings.sip_host}:{sip_port}")
     console.print("terminal chat: .venv/bin/bankbot shell --customer C001 · Ctrl-C stops everything")
     try:
         code = stack.wait()

@@ -90,6 +90,11 @@ def request_handoff(
     return _handoff_view(handoff)
 
 
+def get_handoff(session: Session, handoff_id: int) -> HandoffView | None:
+    handoff = session.get(Handoff, handoff_id)
+    return _handoff_view(handoff) if handoff is not None else None
+
+
 def open_handoffs(session: Session, customer_id: str | None = None) -> list[HandoffView]:
     """High priority first, then oldest first (the order an agent should pick them up)."""
     query = select(Handoff).where(Handoff.status == "open")

@@ -28,6 +28,15 @@ def _secret_from_file(path: Path) -> str:
     return key
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    """"20000-30000" → (20000, 30000); a malformed range is a configuration error, said at start."""
+    low, _, high = text.partition("-")
+    first, last = int(low), int(high or low)
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError(f"BANKBOT_SIP_RTP_PORTS must be LOW-HIGH within 1024-65535, not {text!r}")
+    return first, last
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
@@ -96,6 +105,22 @@ class Settings:
     miniprogram_rate_limit_per_minute: int = 60
     # Voice messages longer than this many seconds of audio are refused politely.
     voice_message_max_seconds: float = 60.0
+    # The phone line: a SIP user agent on UDP (port 0: off) and an Asterisk AudioSocket server on TCP (port 0:
+    # off). `sip_public_host` is the address callers' media reach (SDP and Contact); RTP uses ports in
+    # `sip_rtp_ports`. Calls ring `sip_ring_seconds` before the answer. Transfers to a person go to
+    # `ivr_transfer_uri` (a SIP URI; unset: the caller is told no agent can take the call). Outbound calls
+    # (reminders) go through `sip_outbound_proxy` ("host:port" of the trunk) showing `sip_outbound_caller`.
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 0
+    sip_public_host: str = ""
+    sip_rtp_ports: tuple[int, int] = (20000, 30000)
+    sip_max_calls: int = 200
+    sip_ring_seconds: float = 0.0
+    sip_outbound_proxy: str = ""
+    sip_outbound_caller: str = "95588"
+    ivr_transfer_uri: str = ""
+    audiosocket_host: str = "127.0.0.1"
+    audiosocket_port: int = 0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -167,5 +192,16 @@ class Settings:
             miniprogram_reminder_template_id=env.get("BANKBOT_MINIPROGRAM_REMINDER_TEMPLATE_ID", ""),
             miniprogram_rate_limit_per_minute=int(env.get("BANKBOT_MINIPROGRAM_RATE_LIMIT_PER_MINUTE", "60")),
             voice_message_max_seconds=float(env.get("BANKBOT_VOICE_MESSAGE_MAX_SECONDS", "60")),
+            sip_host=env.get("BANKBOT_SIP_HOST", "127.0.0.1"),
+            sip_port=int(env.get("BANKBOT_SIP_PORT", "0")),
+            sip_public_host=env.get("BANKBOT_SIP_PUBLIC_HOST", ""),
+            sip_rtp_ports=_port_range(env.get("BANKBOT_SIP_RTP_PORTS", "20000-30000")),
+            sip_max_calls=int(env.get("BANKBOT_SIP_MAX_CALLS", "200")),
+            sip_ring_seconds=float(env.get("BANKBOT_SIP_RING_SECONDS", "0")),
+            sip_outbound_proxy=env.get("BANKBOT_SIP_OUTBOUND_PROXY", ""),
+            sip_outbound_caller=env.get("BANKBOT_SIP_OUTBOUND_CALLER", "95588"),
+            ivr_transfer_uri=env.get("BANKBOT_IVR_TRANSFER_URI", ""),
+            audiosocket_host=env.get("BANKBOT_AUDIOSOCKET_HOST", "127.0.0.1"),
+            audiosocket_port=int(env.get("BANKBOT_AUDIOSOCKET_PORT", "0")),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -261,3 +261,18 @@ def consume(session: Session, challenge_id: str, now: dt.datetime) -> None:
         challenge.status = "consumed"
         challenge.resolved_at = now
         session.flush()
+
+
+def expire_subject(session: Session, customer_id: str, subject_id: str, now: dt.datetime) -> None:
+    """Expire the subject's pending challenges (the operation they guarded was abandoned)."""
+    rows = session.scalars(
+        select(VerificationChallenge).where(
+            VerificationChallenge.customer_id == customer_id,
+            VerificationChallenge.subject_id == subject_id,
+            VerificationChallenge.status == "pending",
+        )
+    )
+    for challenge in rows:
+        challenge.status = "expired"
+        challenge.resolved_at = now
+    session.flush()

@@ -11,6 +11,7 @@ from bankcore.database import make_engine, make_session_factory
 from bankcore.settings import Settings
 from channels import events_api, health, reminders_api
 from channels.http_errors import error_middleware_for
+from channels.ivr import line as phone_line
 from channels.metrics import GatewayMetrics, RiskDecisionCollector
 from channels.miniprogram.inbound import MiniProgramInput
 from channels.rasa_client import RasaClient
@@ -67,4 +68,6 @@ def create_app(settings: Settings, *, webchat_rate_limit_per_minute: int | None 
     health.register(app)
     events_api.register(app)
     reminders_api.register(app)
+    # After _rasa: calls need the turn context.
+    phone_line.register(app)
     return app

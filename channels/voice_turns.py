@@ -33,18 +33,23 @@ def voice_replies(messages: Sequence[BotMessage]) -> list[Reply]:
     return replies
 
 
+def voice_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The Rasa metadata of a voice turn: how it was said (voice, keypad, text) and how sure the recogniser was."""
+    mode = metadata.get("input_mode")
+    extras: dict[str, Any] = {"input_mode": mode if mode in _INPUT_MODES else "voice"}
+    confidence = metadata.get("asr_confidence")
+    if isinstance(confidence, int | float):
+        extras["asr_confidence"] = float(confidence)
+    return extras
+
+
 def voice_turn_function(ctx: TurnContext, *, customer_id: str, channel: str) -> TurnFunction:
     """A voice session's turn: the gateway's text pipeline (code diversion, redaction) with voice metadata."""
 
     async def turn(text: str, metadata: Mapping[str, Any]) -> Sequence[Reply]:
-        mode = metadata.get("input_mode")
-        extras: dict[str, Any] = {"input_mode": mode if mode in _INPUT_MODES else "voice"}
-        confidence = metadata.get("asr_confidence")
-        if isinstance(confidence, int | float):
-            extras["asr_confidence"] = float(confidence)
         try:
             messages = await handle_text_turn(
-                ctx, customer_id=customer_id, channel=channel, text=text, extra_metadata=extras
+                ctx, customer_id=customer_id, channel=channel, text=text, extra_metadata=voice_metadata(metadata)
             )
         except RasaUnavailable as error:
             raise DialogueUnavailable(str(error)) from error
