@@ -29,7 +29,7 @@ def _secret_from_file(path: Path) -> str:
 
 
 def _port_range(text: str) -> tuple[int, int]:
-    """"20000-30000" → (20000, 30000); a malformed range is a configuration error, said at start."""
+    """A range such as 20000-30000 as (20000, 30000); a malformed range is a configuration error, said at start."""
     low, _, high = text.partition("-")
     first, last = int(low), int(high or low)
     if not 1024 <= first <= last <= 65535:

@@ -32,7 +32,7 @@ from channels.rasa_client import BotMessage, RasaUnavailable
 from channels.turns import TurnContext, handle_text_turn
 from channels.voice_turns import voice_metadata, voice_replies
 from voice.asr import AsrBusy, AsrEngine
-from voice.events import AudioChunk, BargeIn, Final, Handoff, Hangup, Reply
+from voice.events import AudioChunk, BargeIn, Final, Handoff, Hangup, Prompt, Reply
 from voice.session import DialogueUnavailable, RecognitionStream, VoiceConfig, VoiceSession
 from voice.tts import SpeechSynthesizer
 
@@ -43,6 +43,12 @@ CHANNEL = "ivr"
 # this long has lost the moment anyway, and memory stays bounded.
 _MAX_QUEUED_AUDIO_S = 10.0
 _FRAMES_PER_SECOND = 50
+_SPOKEN_KEPT = 50
+
+
+@dataclass(frozen=True)
+class _Typed:
+    text: str
 
 
 class SilentStream:
@@ -119,8 +125,11 @@ class IvrCall:
         self.outcome = "abandoned"
         self.hangup_reason: str | None = None
         self.started = time.monotonic()
-        self.inbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[bytes | str | _Typed | None] = asyncio.Queue()
         self.queued_audio = 0
+        self.busy = False  # the worker is handling an item (a turn may be in flight)
+        # What the caller was told, as text, most recent last (bounded): the call's transcript of our side.
+        self.spoken: list[str] = []
         self.worker: asyncio.Task[None] | None = None
         self.user = ChannelUser(
             channel=CHANNEL,
@@ -135,6 +144,7 @@ class IvrCall:
         self.runtime.calls.add(self)
         self.runtime.stats.calls += 1
         self.runtime.stats.active += 1
+        self.busy = True  # opening: caller lookup and the greeting
         self.worker = asyncio.create_task(self._run(), name=f"ivr-{self.info.call_id}")
 
     async def on_audio(self, pcm: bytes) -> None:
@@ -150,6 +160,11 @@ class IvrCall:
         if self.worker is not None and not self.worker.done():
             self.inbox.put_nowait(digit)
 
+    async def on_text(self, text: str) -> None:
+        """Text said beside the call (a softphone's chat box; tests scripting a caller): a turn like speech."""
+        if self.worker is not None and not self.worker.done():
+            self.inbox.put_nowait(_Typed(text))
+
     async def on_hangup(self, reason: str) -> None:
         self.hangup_reason = reason
         self.inbox.put_nowait(None)
@@ -160,17 +175,24 @@ class IvrCall:
 
     async def _run(self) -> None:
         try:
-            if await self._open():
+            opened = await self._open()
+            self.busy = False
+            if opened:
                 while True:
                     item = await self.inbox.get()
                     if item is None or self.session is None:
                         break
+                    self.busy = True
                     if isinstance(item, bytes):
                         self.queued_audio -= 1
                         events = await self.session.feed_audio(item, SAMPLE_RATE)
+                    elif isinstance(item, _Typed):
+                        events = await self.session.text(item.text)
                     else:
                         events = await self.session.dtmf(item)
-                    if not await self._act(events):
+                    keep_going = await self._act(events)
+                    self.busy = False
+                    if not keep_going:
                         break
         except Exception:
             logger.exception("call flow failed", extra={"call_id": self.info.call_id})
@@ -300,6 +322,7 @@ class IvrCall:
         """Carry out the session's events; False once the call is over."""
         hang_up = False
         for event in events:
+            self._note_spoken(event)
             if isinstance(event, BargeIn) and self.control is not None:
                 self.control.stop_playback()
             elif isinstance(event, Handoff):
@@ -315,6 +338,10 @@ class IvrCall:
                 await self.control.hangup()
             return False
         return True
+
+    def _note_spoken(self, event: object) -> None:
+        if isinstance(event, Reply | Prompt) and event.text:
+            self.spoken = [*self.spoken[-(_SPOKEN_KEPT - 1) :], event.text]
 
     async def _transfer(self) -> bool:
         handoff, self.handoff, self.handoff_requested = self.handoff, None, False
@@ -341,7 +368,8 @@ class IvrCall:
         logger.warning("transfer not possible", extra={"call_id": self.info.call_id, "configured": bool(target)})
         if self.session is not None:
             self.session.expect_free_speech()
-            await self.session.start([Reply(text=messages.IVR_TRANSFER_FAILED)])
+            for event in await self.session.start([Reply(text=messages.IVR_TRANSFER_FAILED)]):
+                self._note_spoken(event)
         return False
 
     async def _drain_playback(self, limit_s: float = 20.0) -> None:

@@ -413,13 +413,13 @@ class SipAgent(asyncio.DatagramProtocol):
                 await asyncio.sleep(self.settings.ring_seconds)
             port = await call.rtp.start()
             host = self.settings.contact_host
-            session_id = str(int(time.time() * 1000))
+            session_id, version = call.sdp_session_id, call.next_sdp_version()
             if negotiated is not None:
                 self._apply_negotiation(call, negotiated)
-                body = build_answer(host, port, negotiated, session_id=session_id, session_version=1)
+                body = build_answer(host, port, negotiated, session_id=session_id, session_version=version)
             else:
                 # No offer in the INVITE: ours goes in the 200 and the answer comes in the ACK.
-                body = build_offer(host, port, session_id=session_id, session_version=1)
+                body = build_offer(host, port, session_id=session_id, session_version=version)
             call.state = "answered"
             call.answered_at = time.monotonic()
             data = self._respond(
@@ -478,7 +478,10 @@ class SipAgent(asyncio.DatagramProtocol):
         call.dialog.remote_cseq = request.cseq[0]
         if not request.body:
             body = build_offer(
-                self.settings.contact_host, call.rtp.local_port, session_id="1", session_version=int(time.time())
+                self.settings.contact_host,
+                call.rtp.local_port,
+                session_id=call.sdp_session_id,
+                session_version=call.next_sdp_version(),
             )
         else:
             try:
@@ -494,8 +497,8 @@ class SipAgent(asyncio.DatagramProtocol):
                 self.settings.contact_host,
                 call.rtp.local_port,
                 negotiated,
-                session_id="1",
-                session_version=int(time.time()),
+                session_id=call.sdp_session_id,
+                session_version=call.next_sdp_version(),
             )
         call.acked.clear()
         data = self._respond(
@@ -745,7 +748,7 @@ class SipAgent(asyncio.DatagramProtocol):
         except OSError:
             await call.end(None)
             return OutboundResult("failed", 503)
-        offer = build_offer(host, port, session_id=str(int(time.time() * 1000)), session_version=1)
+        offer = build_offer(host, port, session_id=call.sdp_session_id, session_version=call.next_sdp_version())
         invite = build_request(
             "INVITE",
             remote_uri,

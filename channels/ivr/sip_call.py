@@ -73,6 +73,9 @@ class SipCall:
         self.started_at = time.monotonic()
         self.answered_at: float | None = None
         self.acked = asyncio.Event()
+        # Our SDP's o= line: the version goes up with every new offer or answer in the dialog (RFC 3264 §8).
+        self.sdp_session_id = str(int(time.time() * 1000))
+        self.sdp_version = 0
         self.invite: SipMessage | None = None  # the INVITE that created the call (inbound)
         self.invite_key: tuple[str, str] | None = None
         self.answer_task: asyncio.Task[None] | None = None
@@ -80,6 +83,10 @@ class SipCall:
         self._dtmf_last: tuple[str, str, float] | None = None
         self._handler_queue: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._handler_task: asyncio.Task[None] | None = None
+
+    def next_sdp_version(self) -> int:
+        self.sdp_version += 1
+        return self.sdp_version
 
     # -- CallControl ----------------------------------------------------------------------------------------
 

@@ -280,8 +280,10 @@ async def test_cancel_before_answer_gets_200_and_the_invite_487() -> None:
 
 
 async def test_an_offer_without_a_common_codec_is_refused_with_488(agent: Agent, peer: Peer) -> None:
-    offer = OFFER.format(port=40000, direction="sendrecv").replace("RTP/AVP 0 8 101", "RTP/AVP 9").replace(
-        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "a=rtpmap:9 G722/8000\r\n"
+    offer = (
+        OFFER.format(port=40000, direction="sendrecv")
+        .replace("RTP/AVP 0 8 101", "RTP/AVP 9")
+        .replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "a=rtpmap:9 G722/8000\r\n")
     )
     peer.send(request("INVITE", peer, agent.port, body=offer, content_type="application/sdp"), agent.port)
     refused = await peer.expect(status=488)
@@ -385,9 +387,7 @@ async def test_transfer_by_refer_carries_the_handoff_and_ends_our_leg(agent: Age
     handler = agent.handlers[0]
     await asyncio.wait_for(handler.answered.wait(), 2)
     assert handler.control is not None
-    transfer = asyncio.create_task(
-        handler.control.transfer("sip:agents@127.0.0.1:5099", {"X-Bankbot-Handoff": "42"})
-    )
+    transfer = asyncio.create_task(handler.control.transfer("sip:agents@127.0.0.1:5099", {"X-Bankbot-Handoff": "42"}))
     refer = await peer.expect(method="REFER")
     assert refer.header("X-Bankbot-Handoff") == "42"
     assert "X-Bankbot-Handoff=42" in (refer.header("Refer-To") or "")
