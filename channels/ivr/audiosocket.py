@@ -28,6 +28,8 @@ from channels.ivr.media import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, CallHandler, 
 logger = logging.getLogger(__name__)
 
 CallerLookup = Callable[[str], Awaitable[tuple[str, str]]]
+# Records a transfer for the dialplan to carry out after the hangup; False when it cannot be taken.
+TransferHook = Callable[[CallInfo, str, dict[str, str]], Awaitable[bool]]
 
 _HEADER = struct.Struct(">BH")
 _BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -158,6 +160,7 @@ class AudioSocketCall:
         idle_timeout_s: float,
     ) -> None:
         self.info = info
+        self.on_transfer: TransferHook | None = None
         self._reader = reader
         self._writer = writer
         self._stats = stats
@@ -197,9 +200,15 @@ class AudioSocketCall:
         return len(self._queue) / _BYTES_PER_SECOND
 
     async def transfer(self, target: str, headers: dict[str, str]) -> bool:
-        # AudioSocket has no signalling for it: the dialplan transfers after we hang up.
-        logger.info("call %s: transfer requested, but AudioSocket cannot transfer", self.info.call_id)
-        return False
+        # AudioSocket has no signalling for it: the decision is left where the dialplan reads it after our
+        # hangup (`on_transfer`), and the dialplan dials the agents.
+        if self.on_transfer is None:
+            logger.info("call %s: transfer requested, but nothing takes AudioSocket transfers", self.info.call_id)
+            return False
+        if not await self.on_transfer(self.info, target, headers):
+            return False
+        await self.hangup()
+        return True
 
     async def hangup(self) -> None:
         # Ended by the call flow itself, so its on_hangup (far-side endings only) is not called.
@@ -385,8 +394,10 @@ class AudioSocketServer:
         max_calls: int = 200,
         caller_lookup: CallerLookup | None = None,
         caller_lookup_timeout_s: float = 2.0,
+        on_transfer: TransferHook | None = None,
     ) -> None:
         self._handler_factory = handler_factory
+        self._on_transfer = on_transfer
         self._host = host
         self._port = port
         self._max_payload = max_payload
@@ -486,6 +497,7 @@ class AudioSocketServer:
                 max_payload=self._max_payload,
                 idle_timeout_s=self._idle_timeout_s,
             )
+            call.on_transfer = self._on_transfer
             self._connections[task] = call
             self.stats.calls += 1
             logger.info("call %s answered over AudioSocket", call_uuid)

@@ -9,8 +9,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +25,7 @@ from bankcore.settings import Settings
 from channels.http_errors import json_error
 from channels.ivr.audiosocket import AudioSocketServer
 from channels.ivr.call_flow import IvrRuntime
+from channels.ivr.media import CallInfo
 from channels.ivr.sip_agent import SipAgent, SipSettings
 from channels.resources import SESSION_FACTORY, SETTINGS, TURNS
 from voice.asr import AsrEngine, AsrModel
@@ -28,11 +34,55 @@ from voice.tts import CachedSynthesizer, EspeakPinyinSynthesizer
 logger = logging.getLogger(__name__)
 
 
+class AudioSocketDirectory:
+    """What Asterisk's dialplan tells us about an AudioSocket call (it passes only a UUID), and what we tell it.
+
+    Before `AudioSocket(uuid, host:port)` the dialplan posts the caller's number and the number dialled under
+    the UUID; after the call comes back to the dialplan it reads whether we transferred it (and where, with the
+    handoff id) and dials the agents. Entries live an hour at most.
+    """
+
+    def __init__(self, *, ttl_s: float = 3600.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if len(self._entries) <= self.max_entries and now - oldest["at"] < self.ttl_s:
+                break
+            self._entries.popitem(last=False)
+
+    def register(self, call_uuid: str, caller: str, callee: str) -> None:
+        self._entries[call_uuid] = {"at": time.monotonic(), "caller": caller, "callee": callee, "transfer": None}
+        self._entries.move_to_end(call_uuid)
+        self._prune()
+
+    def get(self, call_uuid: str) -> dict[str, Any] | None:
+        self._prune()
+        return self._entries.get(call_uuid)
+
+    async def caller_of(self, call_uuid: str) -> tuple[str, str]:
+        entry = self.get(call_uuid)
+        return (entry["caller"], entry["callee"]) if entry else ("", "")
+
+    async def record_transfer(self, info: CallInfo, target: str, headers: dict[str, str]) -> bool:
+        entry = self.get(info.call_id)
+        if entry is None:
+            self.register(info.call_id, info.caller, info.callee)
+            entry = self._entries[info.call_id]
+        entry["transfer"] = {"target": target, "headers": dict(headers)}
+        return True
+
+
 @dataclass
 class PhoneLine:
     runtime: IvrRuntime
     sip: SipAgent | None = None
     audiosocket: AudioSocketServer | None = None
+    directory: AudioSocketDirectory = field(default_factory=AudioSocketDirectory)
 
     async def close(self) -> None:
         if self.sip is not None:
@@ -84,7 +134,11 @@ async def _phone_line(app: web.Application) -> AsyncIterator[None]:
             await line.sip.start()
         if settings.audiosocket_port:
             line.audiosocket = AudioSocketServer(
-                runtime.handler_for, host=settings.audiosocket_host, port=settings.audiosocket_port
+                runtime.handler_for,
+                host=settings.audiosocket_host,
+                port=settings.audiosocket_port,
+                caller_lookup=line.directory.caller_of,
+                on_transfer=line.directory.record_transfer,
             )
             await line.audiosocket.start()
     except BaseException:
@@ -95,12 +149,65 @@ async def _phone_line(app: web.Application) -> AsyncIterator[None]:
     await line.close()
 
 
+def _authorised(request: web.Request) -> bool:
+    """The service token (BANKBOT_EVENTS_TOKEN) as a bearer token; unset, nothing is authorised."""
+    token = request.app[SETTINGS].events_token
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return bool(token) and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def _unauthorised() -> web.Response:
+    return json_error(401, "unauthorized", "missing or wrong service token", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def post_audiosocket_call(request: web.Request) -> web.Response:
+    """The dialplan registers a call before AudioSocket(): uuid, caller, callee (form-encoded, as CURL() posts)."""
+    if not _authorised(request):
+        return _unauthorised()
+    line = request.app.get(PHONE_LINE)
+    if line is None or line.audiosocket is None:
+        return json_error(503, "not_configured", "the AudioSocket server is not running")
+    if request.content_type == "application/json":
+        try:
+            data = await request.json()
+        except ValueError:
+            return json_error(400, "bad_request", "the body is not JSON")
+        fields = data if isinstance(data, dict) else {}
+    else:
+        fields = dict(await request.post())
+    call_uuid = str(fields.get("uuid", "")).strip().lower()
+    try:
+        call_uuid = str(uuid.UUID(call_uuid))
+    except ValueError:
+        return json_error(400, "bad_request", "uuid must be a UUID")
+    caller, callee = str(fields.get("caller", ""))[:32], str(fields.get("callee", ""))[:32]
+    line.directory.register(call_uuid, caller, callee)
+    return web.json_response({"uuid": call_uuid}, status=201)
+
+
+async def get_audiosocket_call(request: web.Request) -> web.Response:
+    """After AudioSocket() returns, the dialplan reads whether the call is to be transferred, and where."""
+    if not _authorised(request):
+        return _unauthorised()
+    line = request.app.get(PHONE_LINE)
+    entry = line.directory.get(request.match_info["call_uuid"].lower()) if line is not None else None
+    if entry is None:
+        return json_error(404, "not_found", "no such call")
+    transfer = entry["transfer"]
+    return web.json_response(
+        {
+            "caller": entry["caller"],
+            "callee": entry["callee"],
+            "transfer": transfer["target"] if transfer else "",
+            "handoff": (transfer or {}).get("headers", {}).get("X-Bankbot-Handoff", ""),
+        }
+    )
+
+
 async def get_handoff(request: web.Request) -> web.Response:
     """What the agent taking a transferred call reads first: the reason and the conversation summary."""
-    settings = request.app[SETTINGS]
-    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not settings.events_token or not hmac.compare_digest(presented.encode(), settings.events_token.encode()):
-        return json_error(401, "unauthorized", "missing or wrong service token", headers={"WWW-Authenticate": "Bearer"})
+    if not _authorised(request):
+        return _unauthorised()
     try:
         handoff_id = int(request.match_info["handoff_id"])
     except ValueError:
@@ -127,9 +234,37 @@ async def get_handoff(request: web.Request) -> web.Response:
     )
 
 
+def _process_figures() -> dict[str, Any]:
+    """What a leak shows in: asyncio tasks, open file descriptors (sockets), resident memory."""
+    figures: dict[str, Any] = {"tasks": len(asyncio.all_tasks())}
+    try:
+        figures["open_fds"] = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            figures["rss_bytes"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        pass  # not Linux: the counts that need /proc are left out
+    return figures
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """Calls, media quality (late frames sent, frames lost) and the process's tasks, sockets and memory."""
+    line = request.app.get(PHONE_LINE)
+    body: dict[str, Any] = {"process": _process_figures()}
+    if line is not None:
+        body["calls"] = {**vars(line.runtime.stats), "outcomes": dict(line.runtime.stats.outcomes)}
+        if line.sip is not None:
+            body["sip"] = {**line.sip.stats.as_dict(), "active_calls": len(line.sip.calls)}
+        if line.audiosocket is not None:
+            body["audiosocket"] = {**vars(line.audiosocket.stats), "active_calls": line.audiosocket.active_calls}
+    return web.json_response(body)
+
+
 def register(app: web.Application) -> None:
-    """The handoff lookup always; the transports only where a port is configured."""
+    """The handoff lookup and the line's figures always; the transports only where a port is configured."""
     app.router.add_get("/ivr/handoffs/{handoff_id}", get_handoff)
+    app.router.add_get("/ivr/stats", get_stats)
+    app.router.add_post("/ivr/audiosocket/calls", post_audiosocket_call)
+    app.router.add_get("/ivr/audiosocket/calls/{call_uuid}", get_audiosocket_call)
     settings = app[SETTINGS]
     if settings.sip_port or settings.audiosocket_port:
         app.cleanup_ctx.append(_phone_line)

@@ -13,15 +13,15 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from channels.ivr import g711
 from channels.ivr.media import CallHandlerFactory, CallInfo
-from channels.ivr.rtp_session import RtpSession
+from channels.ivr.rtp_session import RtpSession, RtpStats
 from channels.ivr.sdp import (
     Negotiated,
     SdpError,
@@ -133,6 +133,32 @@ class AgentStats:
     retransmissions_absorbed: int = 0
     calls_answered: int = 0
     calls_refused: int = 0
+    calls_ended: int = 0
+    # Media of the calls that ended, summed: frames sent late (underruns), caller frames lost or late.
+    rtp_packets_in: int = 0
+    rtp_packets_out: int = 0
+    rtp_underruns: int = 0
+    rtp_lost: int = 0
+    rtp_late_in: int = 0
+    rtp_max_send_lag_ms: float = 0.0
+    # INVITE received to 200 OK sent, seconds, of the most recent calls.
+    setup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def add_media(self, stats: RtpStats) -> None:
+        self.calls_ended += 1
+        self.rtp_packets_in += stats.packets_in
+        self.rtp_packets_out += stats.packets_out
+        self.rtp_underruns += stats.underruns
+        self.rtp_lost += stats.lost
+        self.rtp_late_in += stats.late_in
+        self.rtp_max_send_lag_ms = max(self.rtp_max_send_lag_ms, stats.max_send_lag_ms)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: value for name, value in vars(self).items() if name != "setup_seconds"}
+        setups = sorted(self.setup_seconds)
+        out["setup_ms_p50"] = round(setups[len(setups) // 2] * 1000, 2) if setups else None
+        out["setup_ms_p95"] = round(setups[min(len(setups) - 1, int(len(setups) * 0.95))] * 1000, 2) if setups else None
+        return out
 
 
 class SipAgent(asyncio.DatagramProtocol):
@@ -187,7 +213,8 @@ class SipAgent(asyncio.DatagramProtocol):
             self.transport.close()
 
     def forget(self, call: SipCall) -> None:
-        self.calls.pop(call.info.call_id, None)
+        if self.calls.pop(call.info.call_id, None) is not None:
+            self.stats.add_media(call.rtp.stats)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -432,6 +459,7 @@ class SipAgent(asyncio.DatagramProtocol):
                 content_type="application/sdp",
             )
             self.stats.calls_answered += 1
+            self.stats.setup_seconds.append(call.answered_at - started)
             if self.on_setup_time is not None:
                 self.on_setup_time(call.answered_at - started)
             call.attach(self.handler_factory(call.info))

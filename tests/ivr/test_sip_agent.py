@@ -12,13 +12,8 @@ import pytest
 from channels.ivr.media import CallControl, CallInfo
 from channels.ivr.rtp import parse_rtp
 from channels.ivr.sip_agent import SipAgent, SipSettings
-from channels.ivr.sip_message import SipMessage, build_response, parse_message
-
-OFFER = (
-    "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-    "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={direction}\r\n"
-)
+from channels.ivr.sip_message import SipMessage, build_response
+from tests.ivr.scripted_peer import OFFER, Peer, ack, request
 
 
 @dataclass
@@ -44,43 +39,6 @@ class RecordingHandler:
     async def on_hangup(self, reason: str) -> None:
         self.hangups.append(reason)
         self.ended.set()
-
-
-class Peer(asyncio.DatagramProtocol):
-    """A SIP peer the test scripts message by message."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[SipMessage] = asyncio.Queue()
-        self.raw: asyncio.Queue[bytes] = asyncio.Queue()
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        self.raw.put_nowait(data)
-        self.inbox.put_nowait(parse_message(data))
-
-    def send(self, text: str | bytes, port: int) -> None:
-        assert self.transport is not None
-        data = text.encode() if isinstance(text, str) else text
-        self.transport.sendto(data, ("127.0.0.1", port))
-
-    async def expect(self, *, status: int | None = None, method: str | None = None, timeout: float = 3.0) -> SipMessage:
-        """The next message matching (skipping retransmissions of others)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            message = await asyncio.wait_for(self.inbox.get(), timeout=max(0.01, deadline - loop.time()))
-            if status is not None and message.status == status:
-                return message
-            if method is not None and message.method == method:
-                return message
-
-    async def nothing(self, seconds: float) -> list[SipMessage]:
-        await asyncio.sleep(seconds)
-        out = []
-        while not self.inbox.empty():
-            out.append(self.inbox.get_nowait())
-        return out
 
 
 class Agent:
@@ -122,43 +80,6 @@ async def peer() -> AsyncIterator[Peer]:
     protocol.port = transport.get_extra_info("sockname")[1]
     yield protocol
     transport.close()
-
-
-def request(
-    method: str,
-    peer: Peer,
-    agent_port: int,
-    *,
-    call_id: str = "call-1",
-    cseq: int = 1,
-    branch: str = "z9hG4bK-1",
-    to_tag: str | None = None,
-    body: str = "",
-    content_type: str | None = None,
-    extra: str = "",
-) -> str:
-    to = f"<sip:95588@127.0.0.1:{agent_port}>" + (f";tag={to_tag}" if to_tag else "")
-    lines = [
-        f"{method} sip:95588@127.0.0.1:{agent_port} SIP/2.0",
-        f"Via: SIP/2.0/UDP 127.0.0.1:{peer.port};branch={branch};rport",
-        "Max-Forwards: 70",
-        'From: "Caller" <sip:13801012345@127.0.0.1>;tag=peer-tag',
-        f"To: {to}",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} {method if method != 'CANCEL' else 'CANCEL'}",
-        f"Contact: <sip:13801012345@127.0.0.1:{peer.port}>",
-        "Supported: ",
-    ]
-    if extra:
-        lines.append(extra)
-    if content_type:
-        lines.append(f"Content-Type: {content_type}")
-    lines.append(f"Content-Length: {len(body.encode())}")
-    return "\r\n".join(lines) + "\r\n\r\n" + body
-
-
-def ack(peer: Peer, agent_port: int, to_tag: str, *, cseq: int = 1, branch: str = "z9hG4bK-ack") -> str:
-    return request("ACK", peer, agent_port, cseq=cseq, branch=branch, to_tag=to_tag)
 
 
 async def establish(agent: Agent, peer: Peer, *, call_id: str = "call-1", rtp_port: int = 40000) -> str:
