@@ -173,7 +173,9 @@ class BankAction(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         customer_id = customer_id_of(tracker)
-        if customer_id is None:
+        # A phone call the bank placed reaches the customer's number, not yet proven to be the customer: the
+        # phone line says so ("caller_verified": "no") until the PIN is keyed.
+        if customer_id is None or gateway_metadata(tracker, "caller_verified") == "no":
             # The custom JSON tells a channel why (the phone line then asks for the caller's PIN).
             dispatcher.utter_message(response="utter_not_signed_in", json_message={"needs": "identity"})
             return []

@@ -50,6 +50,12 @@ def customer_for_caller(session: Session, number: str) -> str | None:
     return None
 
 
+def number_for(session: Session, customer_id: str) -> str | None:
+    """The number the bank calls the customer on: their reserved mobile."""
+    customer = session.get(Customer, customer_id)
+    return customer.phone if customer is not None and customer.phone else None
+
+
 def _subject(call_id: str) -> str:
     return f"ivr-login:{call_id}"[:64]
 

@@ -2,7 +2,8 @@
 # Installs the Debian packages the project and its tests use, when any is missing (needs root, as on CI).
 set -euo pipefail
 # nodejs (with npm) runs Tencent's @wecom/crypto in the WeCom interoperability test.
-packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg nodejs)
+# baresip-core and sip-tester (SIPp) are the real SIP peers of the phone line tests.
+packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg nodejs baresip-core sip-tester)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

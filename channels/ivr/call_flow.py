@@ -67,6 +67,19 @@ class SilentStream:
         return None
 
 
+# The extra of an outbound call that names its `OutboundCall` (the SIP agent sends it as X-Bankbot-Reminder).
+OUTBOUND_KEY = "Reminder"
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    """A call the bank places (a reminder): whom it is for and what the assistant says when they answer."""
+
+    customer_id: str
+    key: str
+    opening: tuple[BotMessage, ...]
+
+
 @dataclass
 class IvrStats:
     calls: int = 0
@@ -88,13 +101,16 @@ class IvrRuntime:
     transfer_target: str = ""
     stats: IvrStats = field(default_factory=IvrStats)
     calls: set[IvrCall] = field(default_factory=set)
+    # Outbound calls being placed, by their key (`OUTBOUND_KEY` in the call's extras): what to say on answer.
+    outbound: dict[str, OutboundCall] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
 
     def handler_for(self, info: CallInfo) -> IvrCall:
-        return IvrCall(self, info)
+        outbound = self.outbound.pop(info.extras.get(OUTBOUND_KEY, ""), None) if info.direction == "outbound" else None
+        return IvrCall(self, info, outbound=outbound)
 
     def open_stream(self) -> RecognitionStream:
         if self.asr is None:
@@ -110,9 +126,12 @@ class IvrRuntime:
 class IvrCall:
     """The call flow of one call (a `CallHandler`)."""
 
-    def __init__(self, runtime: IvrRuntime, info: CallInfo) -> None:
+    def __init__(self, runtime: IvrRuntime, info: CallInfo, *, outbound: OutboundCall | None = None) -> None:
         self.runtime = runtime
         self.info = info
+        self.outbound = outbound
+        # A turn that needed the PIN first (on a call the bank placed): said again once the PIN is verified.
+        self.pending_text: str | None = None
         self.control: CallControl | None = None
         self.session: VoiceSession | None = None
         # opening -> pin (customer named by caller ID, PIN awaited) -> customer (verified) | guest
@@ -210,19 +229,22 @@ class IvrCall:
             config=self.runtime.voice_config,
             on_audio=self._play,
         )
-        customer_id = await resolve_customer(ctx, self.user) if self.info.caller else None
         opening: list[Reply]
+        if self.outbound is not None:
+            # The bank dialled the customer's own number: the reminder is said at once; account services still
+            # wait for the PIN, asked for when a turn needs it.
+            self.customer_id = self.outbound.customer_id
+            self.state = "customer"
+            opening = voice_replies(self.outbound.opening) or [Reply(text=messages.IVR_WELCOME)]
+            return await self._act(await self.session.start(opening))
+        customer_id = await resolve_customer(ctx, self.user) if self.info.caller else None
         if customer_id is None:
             self.state = "guest"
             opening = [Reply(text=messages.IVR_WELCOME_GUEST)]
         else:
             self.customer_id = customer_id
             try:
-                greeting = voice_replies(
-                    await open_conversation(
-                        ctx, customer_id=customer_id, channel=CHANNEL, extra_metadata={"caller_verified": False}
-                    )
-                )
+                greeting = voice_replies(await open_conversation(ctx, customer_id=customer_id, channel=CHANNEL))
             except RasaUnavailable:
                 self.outcome = "unavailable"
                 await self._say_and_hang_up(messages.IVR_UNAVAILABLE)
@@ -231,7 +253,7 @@ class IvrCall:
             opening.extend(await self._ask_pin(resume=opening[-1]))
         return await self._act(await self.session.start(opening))
 
-    async def _ask_pin(self, *, resume: Reply | None) -> list[Reply]:
+    async def _ask_pin(self, *, resume: Reply | None, prompt: str = messages.IVR_PIN_PROMPT) -> list[Reply]:
         """Open this call's PIN challenge; the replies that ask for it (or say why account services stay shut)."""
         assert self.customer_id is not None
         customer_id = self.customer_id
@@ -241,7 +263,7 @@ class IvrCall:
             return [Reply(text=messages.IVR_NO_PIN)]
         self.state = "pin"
         self.resume = resume
-        return [Reply(text=messages.IVR_PIN_PROMPT, expect="pin")]
+        return [Reply(text=prompt, expect="pin")]
 
     def _in_bank(self, work: Any, customer_id: str, *args: Any) -> Any:
         ctx = self.runtime.ctx
@@ -254,9 +276,10 @@ class IvrCall:
         """One turn of the voice session: the PIN here; the rest to Rasa, as the customer or as a guest."""
         if self.state == "pin" and metadata.get("input_mode") == "keypad" and not text.startswith("/"):
             return await self._check_pin(text)
-        extras = {**voice_metadata(metadata), "caller_verified": self.verified}
+        extras = {**voice_metadata(metadata), "caller_verified": "yes" if self.verified else "no"}
+        as_customer = self.state == "customer" or (self.outbound is not None and self.state == "pin")
         try:
-            if self.state == "customer" and self.customer_id is not None:
+            if as_customer and self.customer_id is not None:
                 bot = await handle_text_turn(
                     self.runtime.ctx, customer_id=self.customer_id, channel=CHANNEL, text=text, extra_metadata=extras
                 )
@@ -265,6 +288,9 @@ class IvrCall:
         except RasaUnavailable as error:
             raise DialogueUnavailable(str(error)) from error
         replies = self._phone_replies(bot)
+        if any((message.custom or {}).get("needs") == "identity" for message in bot):
+            # Rasa's "sign in first" is for chat; on the phone the way in is the PIN (or binding the number).
+            replies = await self._identity_needed(text)
         if self.state in ("guest", "pin") and self.customer_id is None and self.info.caller:
             # A guest who has just bound this number is now the customer it names: ask for the PIN.
             bound = await resolve_customer(self.runtime.ctx, self.user)
@@ -280,17 +306,17 @@ class IvrCall:
             handoff = custom.get("handoff")
             if isinstance(handoff, Mapping):
                 self.handoff = handoff
-            if custom.get("needs") == "identity":
-                # Rasa's "sign in first" is for chat; on the phone the way in is the PIN (or binding the number).
-                replies = [self._identity_needed()]
         return replies
 
-    def _identity_needed(self) -> Reply:
+    async def _identity_needed(self, text: str) -> list[Reply]:
+        if self.state == "customer" and not self.verified and self.customer_id is not None:
+            self.pending_text = text
+            return await self._ask_pin(resume=None, prompt=messages.IVR_NEEDS_PIN)
         if self.state == "pin":
-            return Reply(text=messages.IVR_NEEDS_PIN, expect="pin")
+            return [Reply(text=messages.IVR_NEEDS_PIN, expect="pin")]
         if self.customer_id is not None:
-            return Reply(text=messages.IVR_PIN_LOCKED)
-        return Reply(text=messages.IVR_WELCOME_GUEST)
+            return [Reply(text=messages.IVR_PIN_LOCKED)]
+        return [Reply(text=messages.IVR_WELCOME_GUEST)]
 
     async def _check_pin(self, digits: str) -> list[Reply]:
         assert self.customer_id is not None
@@ -300,6 +326,9 @@ class IvrCall:
             self.verified = True
             self.runtime.stats.verified += 1
             logger.info("caller verified by PIN", extra={"call_id": self.info.call_id})
+            if self.pending_text is not None:
+                text, self.pending_text = self.pending_text, None
+                return [Reply(text=messages.IVR_PIN_OK), *await self._turn(text, {"input_mode": "voice"})]
             if self.resume is not None and (self.resume.expect != "free" or self.resume.choices):
                 return [Reply(text=messages.IVR_PIN_OK), self.resume]
             return [Reply(text=messages.IVR_PIN_OK_ASK)]

@@ -19,14 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bankcore import customer_care
+from bankcore import customer_care, phone_login
 from bankcore.database import unit_of_work
 from bankcore.settings import Settings
 from channels.http_errors import json_error
 from channels.ivr.audiosocket import AudioSocketServer
-from channels.ivr.call_flow import IvrRuntime
+from channels.ivr.call_flow import OUTBOUND_KEY, IvrRuntime, OutboundCall
 from channels.ivr.media import CallInfo
 from channels.ivr.sip_agent import SipAgent, SipSettings
+from channels.rasa_client import BotMessage
 from channels.resources import SESSION_FACTORY, SETTINGS, TURNS
 from voice.asr import AsrEngine, AsrModel
 from voice.tts import CachedSynthesizer, EspeakPinyinSynthesizer
@@ -83,6 +84,33 @@ class PhoneLine:
     sip: SipAgent | None = None
     audiosocket: AudioSocketServer | None = None
     directory: AudioSocketDirectory = field(default_factory=AudioSocketDirectory)
+    # Outbound calls by idempotency key: a retried request never dials the customer twice.
+    placed: OrderedDict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=OrderedDict)
+
+    async def call_customer(self, customer_id: str, number: str, key: str, opening: list[BotMessage]) -> dict[str, Any]:
+        """Place (once per key) a call that says `opening` when answered; the outcome as the scheduler reads it."""
+        known = self.placed.get(key)
+        if known is not None:
+            return await asyncio.shield(known)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.placed[key] = future
+        while len(self.placed) > _REMEMBERED_OUTBOUND:
+            self.placed.popitem(last=False)
+        assert self.sip is not None
+        self.runtime.outbound[key] = OutboundCall(customer_id=customer_id, key=key, opening=tuple(opening))
+        try:
+            result = await self.sip.place_call(number, extras={OUTBOUND_KEY: key})
+            outcome = {"outcome": result.outcome, "status": result.status}
+        except Exception as error:
+            logger.exception("outbound call failed")
+            outcome = {"outcome": "failed", "status": 500, "detail": type(error).__name__}
+        finally:
+            self.runtime.outbound.pop(key, None)
+        if outcome["outcome"] != "answered":
+            # Not reached: a later retry (with the same key) may dial again.
+            self.placed.pop(key, None)
+        future.set_result(outcome)
+        return outcome
 
     async def close(self) -> None:
         if self.sip is not None:
@@ -94,6 +122,7 @@ class PhoneLine:
 
 
 PHONE_LINE = web.AppKey("phone_line", PhoneLine)
+_REMEMBERED_OUTBOUND = 10_000
 
 
 def sip_settings(settings: Settings) -> SipSettings:
@@ -204,6 +233,34 @@ async def get_audiosocket_call(request: web.Request) -> web.Response:
     )
 
 
+async def post_outbound_call(request: web.Request) -> web.Response:
+    """The reminder scheduler asks for a call: {customer_id, key, messages (Rasa's replies to say)}.
+
+    Answers when the call was answered or could not be (busy, no answer, declined, failed): the scheduler
+    retries those with backoff; the key makes a retried request after an answered call a no-op.
+    """
+    if not _authorised(request):
+        return _unauthorised()
+    line = request.app.get(PHONE_LINE)
+    if line is None or line.sip is None or line.sip.settings.outbound_proxy is None:
+        return json_error(503, "not_configured", "no SIP trunk is configured for outbound calls")
+    try:
+        body = await request.json()
+        customer_id, key = str(body["customer_id"]), str(body["key"])
+        opening = [BotMessage.from_rasa(item) for item in body.get("messages", []) if isinstance(item, dict)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return json_error(400, "bad_request", "expected JSON with customer_id, key and messages")
+
+    def number_of() -> str | None:
+        with unit_of_work(request.app[SESSION_FACTORY]) as session:
+            return phone_login.number_for(session, customer_id)
+
+    number = await asyncio.to_thread(number_of)
+    if number is None:
+        return json_error(404, "no_number", "the customer has no phone number")
+    return web.json_response(await line.call_customer(customer_id, number, key, opening))
+
+
 async def get_handoff(request: web.Request) -> web.Response:
     """What the agent taking a transferred call reads first: the reason and the conversation summary."""
     if not _authorised(request):
@@ -264,6 +321,7 @@ def register(app: web.Application) -> None:
     app.router.add_get("/ivr/handoffs/{handoff_id}", get_handoff)
     app.router.add_get("/ivr/stats", get_stats)
     app.router.add_post("/ivr/audiosocket/calls", post_audiosocket_call)
+    app.router.add_post("/ivr/outbound-calls", post_outbound_call)
     app.router.add_get("/ivr/audiosocket/calls/{call_uuid}", get_audiosocket_call)
     settings = app[SETTINGS]
     if settings.sip_port or settings.audiosocket_port:

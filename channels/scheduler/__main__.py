@@ -66,7 +66,8 @@ async def serve(settings: Settings) -> None:
 def platform_deliverers(
     settings: Settings, factory: sessionmaker[Session], http: aiohttp.ClientSession
 ) -> dict[str, Deliver]:
-    """The outbound channels configured here: WeCom through the gateway's outbox, the mini-program directly."""
+    """The outbound channels configured here: WeCom through the gateway's outbox, the mini-program directly, and
+    phone calls through the gateway's SIP agent."""
     from channels.miniprogram.api import WeChatApi
     from channels.scheduler.platform_deliverers import miniprogram_deliverer, wecom_deliverer
 
@@ -76,6 +77,11 @@ def platform_deliverers(
     if settings.miniprogram_configured and settings.miniprogram_reminder_template_id:
         api = WeChatApi(http, settings.wechat_api_base, settings.miniprogram_app_id, settings.miniprogram_app_secret)
         deliverers["miniprogram"] = miniprogram_deliverer(factory, api, settings.miniprogram_reminder_template_id)
+    if settings.sip_port and settings.sip_outbound_proxy and settings.events_token:
+        from channels.scheduler.phone_deliverer import phone_deliverer
+
+        gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
+        deliverers["phone"] = phone_deliverer(http, gateway, settings.events_token)
     return deliverers
 
 

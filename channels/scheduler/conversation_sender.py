@@ -1,8 +1,8 @@
 """A sender that says the reminder in the customer's Rasa conversation, then hands Rasa's reply to the channel.
 
 Opening the conversation first is what lets the customer answer the reminder ("现在还款" goes into the
-repayment). What the channel then does with the reply is its adapter's outbound half; channels without one yet
-(WeCom, the mini-program and the phone line land with their own issues) use `deliver_by_log`.
+repayment). What the channel then does with the reply is its adapter's outbound half (WeCom's outbox, the
+mini-program's subscribe message, a phone call); a channel without one configured uses `deliver_by_log`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from channels.reminder_conversations import open_reminder_conversation
 from channels.scheduler.senders import SendResult
 
 log = logging.getLogger(__name__)
+
+# Reminder channels whose conversation lives under another gateway channel's name.
+CONVERSATION_CHANNEL = {"phone": "ivr"}
 
 # Delivers Rasa's reply on one channel: (reminder, replies, idempotency key) -> result.
 Deliver = Callable[[ClaimedReminder, Sequence[BotMessage], str], Awaitable[SendResult]]
@@ -39,7 +42,8 @@ class ConversationSender:
             replies = await open_reminder_conversation(
                 self.rasa,
                 customer_id=reminder.customer_id,
-                channel=channel,
+                # The customer answers a phone reminder in the phone line's conversation.
+                channel=CONVERSATION_CHANNEL.get(channel, channel),
                 kind=reminder.kind,
                 topic=reminder.topic,
                 key=idempotency_key,

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from bankcore.settings import Settings
 from channels.ivr.line import PHONE_LINE
+from channels.ivr.rtp import parse_rtp
+from channels.ivr.sip_message import SipMessage, build_response
+from channels.rasa_client import BotMessage
 from channels.resources import SETTINGS
+from channels.scheduler.phone_deliverer import phone_deliverer
 from tests.channels.support import FakeRasa
-from tests.ivr.scripted_peer import Peer, request
+from tests.channels.test_reminder_deliverers import reminder
+from tests.ivr.scripted_peer import OFFER, Peer, request
 
 TOKEN = "service-token-for-tests"
 
@@ -120,3 +128,77 @@ async def test_handoff_lookup_needs_the_service_token(start_gateway: Callable[..
     assert (await client.get("/ivr/handoffs/1")).status == 401
     missing = await client.get("/ivr/handoffs/999999", headers={"Authorization": f"Bearer {TOKEN}"})
     assert missing.status == 404
+
+
+async def _answer_outbound(peer: Peer, final: int, media: tuple[str, int]) -> SipMessage:
+    """Play the customer's phone behind the trunk: ring, then `final`; returns the INVITE."""
+    invite = await peer.expect(method="INVITE", timeout=10)
+    agent_port = int(re.search(r":(\d+);branch", invite.header("Via") or "").group(1))  # type: ignore[union-attr]
+    peer.send(build_response(invite, 180, to_tag="phone").encode(), agent_port)
+    if final == 200:
+        answer = OFFER.format(port=media[1], direction="sendrecv")
+        ok = build_response(
+            invite,
+            200,
+            to_tag="phone",
+            headers=[("Contact", f"<sip:13801012345@127.0.0.1:{peer.port}>")],
+            body=answer.encode(),
+            content_type="application/sdp",
+        )
+        peer.send(ok.encode(), agent_port)
+    else:
+        peer.send(build_response(invite, final, to_tag="phone").encode(), agent_port)
+    await peer.expect(method="ACK")
+    return invite
+
+
+async def test_a_phone_reminder_is_a_call_placed_once_that_says_the_reminder(
+    start_gateway: Callable[..., Any], fake_rasa: FakeRasa
+) -> None:
+    loop = asyncio.get_running_loop()
+    peer = Peer()
+    transport, _ = await loop.create_datagram_endpoint(lambda: peer, local_addr=("127.0.0.1", 0))
+    peer.transport = transport
+    peer.port = transport.get_extra_info("sockname")[1]
+    media: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Media(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+            media.put_nowait(data)
+
+    media_transport, _ = await loop.create_datagram_endpoint(Media, local_addr=("127.0.0.1", 0))
+    media_addr = media_transport.get_extra_info("sockname")
+    client = await start_gateway(
+        fake_rasa.url,
+        BANKBOT_SIP_PORT=str(_free_port()),
+        BANKBOT_SIP_OUTBOUND_PROXY=f"127.0.0.1:{peer.port}",
+        BANKBOT_EVENTS_TOKEN=TOKEN,
+    )
+    gateway_url = str(client.make_url("")).rstrip("/")
+    try:
+        async with aiohttp.ClientSession() as http:
+            deliver = phone_deliverer(http, gateway_url, TOKEN)
+            replies = [BotMessage(text="王先生您好，您的信用卡账单将于12月5日到期，应还3280元。")]
+
+            sent = asyncio.create_task(deliver(reminder(), replies, "C001:card:A1:2026-12-05:T-3"))
+            invite = await _answer_outbound(peer, 200, media_addr)
+            result = await asyncio.wait_for(sent, 20)
+            assert result.ok, result.detail
+            assert invite.uri is not None and invite.uri.startswith("sip:13801012345@")
+            assert invite.header("X-Bankbot-Reminder") == "C001:card:A1:2026-12-05:T-3"
+            spoken = 0
+            while spoken < 25:  # half a second of the reminder, said when the customer answered
+                packet = parse_rtp(await asyncio.wait_for(media.get(), 10))
+                spoken += any(byte not in (0xFF, 0x7F) for byte in packet.payload)
+
+            again = await deliver(reminder(), replies, "C001:card:A1:2026-12-05:T-3")
+            assert again.ok
+            assert not [m for m in await peer.nothing(0.5) if m.method == "INVITE"], "a retried request dials no one"
+
+            busy = asyncio.create_task(deliver(reminder(key="C001:loan:L1"), replies, "C001:loan:L1"))
+            await _answer_outbound(peer, 486, media_addr)
+            result = await asyncio.wait_for(busy, 20)
+            assert not result.ok and result.retryable and "busy" in result.detail
+    finally:
+        transport.close()
+        media_transport.close()
