@@ -61,7 +61,6 @@ IVR_WELCOME_GUEST = (
 IVR_WELCOME = "您好，欢迎致电智能客服，请问有什么可以帮您？"
 IVR_PIN_PROMPT = "办理账户业务前，请用电话按键输入您的6位交易密码。"
 IVR_PIN_OK = "身份验证通过。"
-IVR_PIN_OK_ASK = "身份验证通过，请问有什么可以帮您？"
 IVR_PIN_WRONG = "交易密码不正确，您还可以再试{attempts_left}次，请重新输入6位交易密码。"
 IVR_PIN_LOCKED = (
     "交易密码错误次数过多，为保护您的账户安全，本次通话暂不能办理账户业务。您仍可咨询公共服务，或说“转人工”。"
@@ -71,3 +70,12 @@ IVR_NO_PIN = "您尚未设置交易密码，电话渠道暂不能办理账户业
 IVR_NEEDS_PIN = "该业务需要先验证身份，请用电话按键输入您的6位交易密码。"
 IVR_TRANSFER_FAILED = "抱歉，人工客服暂时无法接通，您可以继续和我对话，或稍后再拨。"
 IVR_UNAVAILABLE = "抱歉，系统暂时繁忙，请稍后再拨。再见。"
+IVR_MENU = "请直接说出您要办理的业务，也可以按键选择：{options}。"
+# The keypad shortcuts offered after the PIN: key, what the caller hears, the intent it sends.
+IVR_MENU_KEYS = (
+    ("1", "查询余额", "/check_balance"),
+    ("2", "信用卡账单", "/credit_card_bill"),
+    ("3", "转账", "/transfer_money"),
+    ("4", "挂失", "/report_lost_card"),
+    ("0", "人工服务", "/human_handoff"),
+)

@@ -197,6 +197,13 @@ class VoiceSession:
             return []
         return await self._turn(text, {"input_mode": "text"})
 
+    async def command(self, text: str, *, input_mode: str = "keypad") -> list[SessionEvent]:
+        """A turn the channel chose for the caller (a keypad menu's shortcut), answered like any other."""
+        if self.ended:
+            return []
+        self.keypad_buffer = ""
+        return await self._turn(text, {"input_mode": input_mode})
+
     def expect_free_speech(self) -> None:
         """Drop what the last reply expected (a channel that moved the conversation on by other means)."""
         self.expectation = _Expectation()

@@ -44,6 +44,12 @@ CHANNEL = "ivr"
 _MAX_QUEUED_AUDIO_S = 10.0
 _FRAMES_PER_SECOND = 50
 _SPOKEN_KEPT = 50
+_MENU = {key: intent for key, _title, intent in messages.IVR_MENU_KEYS}
+
+
+def _menu_prompt() -> str:
+    options = "，".join(f"{title}请按{key}" for key, title, _intent in messages.IVR_MENU_KEYS)
+    return messages.IVR_MENU.format(options=options)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,8 @@ class IvrCall:
         self.outbound = outbound
         # A turn that needed the PIN first (on a call the bank placed): said again once the PIN is verified.
         self.pending_text: str | None = None
+        # While the keypad menu was the last thing offered, one key chooses its entry at once.
+        self.menu_active = False
         self.control: CallControl | None = None
         self.session: VoiceSession | None = None
         # opening -> pin (customer named by caller ID, PIN awaited) -> customer (verified) | guest
@@ -207,6 +215,8 @@ class IvrCall:
                         events = await self.session.feed_audio(item, SAMPLE_RATE)
                     elif isinstance(item, _Typed):
                         events = await self.session.text(item.text)
+                    elif (choice := self._menu_choice(item)) is not None:
+                        events = await self.session.command(choice)
                     else:
                         events = await self.session.dtmf(item)
                     keep_going = await self._act(events)
@@ -270,10 +280,20 @@ class IvrCall:
         with unit_of_work(ctx.session_factory) as session:
             return work(session, ctx.settings, customer_id, self.info.call_id, *args, ctx.clock())
 
+    def _menu_choice(self, key: str) -> str | None:
+        """The intent a key chooses while the menu is on offer (and nothing else is being keyed or expected)."""
+        session = self.session
+        if not self.menu_active or session is None or session.keypad_buffer:
+            return None
+        if session.expectation.closed or session.expectation.keypad_only:
+            return None
+        return _MENU.get(key)
+
     # -- turns ----------------------------------------------------------------------------------------------
 
     async def _turn(self, text: str, metadata: Mapping[str, Any]) -> Sequence[Reply]:
         """One turn of the voice session: the PIN here; the rest to Rasa, as the customer or as a guest."""
+        self.menu_active = False  # whatever the turn, the menu was passed by
         if self.state == "pin" and metadata.get("input_mode") == "keypad" and not text.startswith("/"):
             return await self._check_pin(text)
         extras = {**voice_metadata(metadata), "caller_verified": "yes" if self.verified else "no"}
@@ -331,7 +351,8 @@ class IvrCall:
                 return [Reply(text=messages.IVR_PIN_OK), *await self._turn(text, {"input_mode": "voice"})]
             if self.resume is not None and (self.resume.expect != "free" or self.resume.choices):
                 return [Reply(text=messages.IVR_PIN_OK), self.resume]
-            return [Reply(text=messages.IVR_PIN_OK_ASK)]
+            self.menu_active = True
+            return [Reply(text=messages.IVR_PIN_OK + _menu_prompt())]
         logger.info("caller PIN refused", extra={"call_id": self.info.call_id, "outcome": result.outcome})
         if result.outcome == verification.WRONG:
             return [Reply(text=messages.IVR_PIN_WRONG.format(attempts_left=result.attempts_left), expect="pin")]

@@ -144,6 +144,12 @@ async def test_a_known_caller_is_greeted_asked_for_the_pin_and_served_after_it(l
         assert messages.IVR_PIN_WRONG.format(attempts_left=2) in caller.said()
         await caller.keys(C001_PIN)
         assert caller.call.verified and caller.call.state == "customer"
+        assert caller.said()[-2] == messages.IVR_PIN_OK
+        # The greeting's question (the predicted need) is asked again, and a key answers it: 1 is "yes".
+        question = caller.said()[-1]
+        assert question in opening and ("吗" in question or "？" in question), question
+        await caller.keys("1")
+        assert caller.said()[-1] != question and caller.call.state == "customer"
 
         await caller.says("查询余额")
         assert any("余额" in text and "元" in text for text in caller.said()[-3:]), caller.said()[-3:]
@@ -209,3 +215,25 @@ async def test_hanging_up_during_the_pin_closes_it_and_records_the_call(live_sta
     assert pending == 0
     assert event.channel == "ivr" and event.type == "call_ended"
     assert event.attrs["verified"] is False and event.attrs["direction"] == "inbound"
+
+
+async def test_without_a_question_to_answer_the_keypad_menu_follows_the_pin(live_stack: Any) -> None:
+    for customer_id, phone, pin in (
+        ("C002", "13911022334", "135790"),
+        ("C003", "13700133221", "864209"),
+        ("C004", "13600144556", "975310"),
+    ):
+        _restart(live_stack, f"ivr:{customer_id}")
+        async with phone_call(live_stack, phone) as caller:
+            await caller.keys(pin)
+            assert caller.call.verified
+            if not caller.said()[-1].startswith(messages.IVR_PIN_OK + "请直接说出"):
+                continue  # this customer's greeting asked a question of its own
+            await caller.keys("1")
+            assert any("余额" in text and "元" in text for text in caller.said()[-3:]), caller.said()[-3:]
+            before = len(caller.call.spoken)
+            await caller.keys("1000#")  # the menu is gone: keys are an answer again, not a shortcut
+            answered = caller.call.spoken[before:]
+            assert answered and not any("余额" in text for text in answered), answered
+            return
+    raise AssertionError("every demo customer's greeting asked a question: the menu was never offered")
