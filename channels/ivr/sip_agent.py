@@ -429,6 +429,9 @@ class SipAgent(asyncio.DatagramProtocol):
             media_timeout_s=self.settings.media_timeout_seconds,
             on_media_timeout=on_timeout,
             port_range=self.settings.rtp_port_range,
+            # Symmetric RTP: follow where the caller's media really comes from (a phone behind NAT, or one that
+            # announces another of its addresses in SDP than the one it sends from).
+            latch_to_sender=True,
         )
 
     async def _answer(
