@@ -54,11 +54,13 @@ INVALID_SIGNATURE = "签名校验失败。"
 STALE_REQUEST = "请求已过期，请检查服务器时间。"
 
 # The phone line (IVR).
+# Said the moment a call is answered, while the caller is looked up and the greeting prepared.
+IVR_HELLO = "您好，欢迎致电智能客服。"
 IVR_WELCOME_GUEST = (
-    "您好，欢迎致电智能客服。您的来电号码未登记为本行客户的预留手机号，"
+    "您的来电号码未登记为本行客户的预留手机号，"
     "您可以咨询存款利率、网点等公共服务；如需办理账户业务，请说“绑定”，或说“转人工”。"
 )
-IVR_WELCOME = "您好，欢迎致电智能客服，请问有什么可以帮您？"
+IVR_WELCOME = "请问有什么可以帮您？"
 IVR_PIN_PROMPT = "办理账户业务前，请用电话按键输入您的6位交易密码。"
 IVR_PIN_OK = "身份验证通过。"
 IVR_PIN_WRONG = "交易密码不正确，您还可以再试{attempts_left}次，请重新输入6位交易密码。"

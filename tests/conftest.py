@@ -8,6 +8,7 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,10 +58,13 @@ def platform_simulators() -> Iterator[PlatformSimulators]:
         yield platforms
 
 
-@pytest.fixture(scope="session")
-def live_stack(
-    tmp_path_factory: pytest.TempPathFactory, platform_simulators: PlatformSimulators
+@contextmanager
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    extra_env: dict[str, str],
+    platforms: PlatformSimulators | None = None,
 ) -> Iterator[LiveStack]:
+    """Rasa, the action server and the gateway on loopback over a freshly seeded sandbox bank."""
     from bankbot.foresight_demo import ensure_demo_model
     from bankcore.core_facts import record_core_facts
     from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
@@ -84,8 +88,7 @@ def live_stack(
         # Reminders would open conversations of their own at whatever the time of day is: tests that need the
         # scheduler run it themselves.
         "BANKBOT_SCHEDULER": "0",
-        # WeCom and the mini-program against the simulators (Tencent's sample corp credentials), unthrottled.
-        **platform_simulators.gateway_env(),
+        **extra_env,
     }
     settings = Settings.from_env(env)
     migrate(settings.database_url)
@@ -103,10 +106,19 @@ def live_stack(
             rasa_token=settings.rasa_token,
             settings=settings,
             db_session_factory=factory,
-            platforms=platform_simulators,
+            platforms=platforms,
         )
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    tmp_path_factory: pytest.TempPathFactory, platform_simulators: PlatformSimulators
+) -> Iterator[LiveStack]:
+    # WeCom and the mini-program against the simulators (Tencent's sample corp credentials), unthrottled.
+    with running_stack(tmp_path_factory, platform_simulators.gateway_env(), platform_simulators) as stack:
+        yield stack
 
 
 def restart_conversation(stack: LiveStack, sender_id: str) -> None:

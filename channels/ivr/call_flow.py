@@ -34,6 +34,7 @@ from channels.voice_turns import voice_metadata, voice_replies
 from voice.asr import AsrBusy, AsrEngine
 from voice.events import AudioChunk, BargeIn, Final, Handoff, Hangup, Prompt, Reply
 from voice.session import DialogueUnavailable, RecognitionStream, VoiceConfig, VoiceSession
+from voice.speakable import speakable
 from voice.tts import SpeechSynthesizer
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,9 @@ class IvrCall:
             self.state = "customer"
             opening = voice_replies(self.outbound.opening) or [Reply(text=messages.IVR_WELCOME)]
             return await self._act(await self.session.start(opening))
+        # The caller hears the bank at once; looking them up and the greeting (a Rasa turn with the foresight
+        # model's prediction) take a second or more.
+        await self._say_now(messages.IVR_HELLO)
         customer_id = await resolve_customer(ctx, self.user) if self.info.caller else None
         if customer_id is None:
             self.state = "guest"
@@ -429,6 +433,16 @@ class IvrCall:
             if self.hangup_reason is not None:
                 return
             await asyncio.sleep(0.05)
+
+    async def _say_now(self, text: str) -> None:
+        """Play a fixed prompt straight away (outside the dialogue: nothing is expected of the caller)."""
+        if self.control is None:
+            return
+        try:
+            self.control.play(await self.runtime.synthesizer.synthesize(speakable(text), SAMPLE_RATE))
+            self.spoken = [*self.spoken[-(_SPOKEN_KEPT - 1) :], text]
+        except Exception:
+            logger.warning("could not say the opening prompt", exc_info=True)
 
     async def _say_and_hang_up(self, text: str) -> None:
         if self.control is None or self.hangup_reason is not None:

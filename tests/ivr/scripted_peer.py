@@ -22,7 +22,7 @@ class Peer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.raw.put_nowait(data)
         self.inbox.put_nowait(parse_message(data))
 

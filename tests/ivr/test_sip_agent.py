@@ -286,7 +286,7 @@ async def test_media_flows_to_the_peer_after_answer(agent: Agent, peer: Peer) ->
     media: asyncio.Queue[bytes] = asyncio.Queue()
 
     class Media(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
             media.put_nowait(data)
 
     transport, _ = await loop.create_datagram_endpoint(Media, local_addr=("127.0.0.1", 0))
