@@ -101,6 +101,10 @@ async def test_baresip_hears_the_greeting_keys_the_pin_and_checks_the_balance(
     assert event.attrs["verified"] is True, "the six keys arrived exact: the PIN was accepted"
     texts = bot_texts(phone_stack, "ivr:C001")
     assert len(texts) >= 2, texts
+    # The PIN went to verification only: not to Rasa's tracker, nor to any service's log.
+    assert C001_PIN not in json.dumps(tracker(phone_stack, "ivr:C001"), ensure_ascii=False)
+    for log in Path(phone_stack.settings.log_dir).glob("*"):
+        assert C001_PIN not in log.read_text(errors="replace"), log.name
     # What the phone heard is the assistant's own speech: the opening prompt and the first sentence of Rasa's
     # greeting, rendered alone by the same voice, are found in the recording.
     synth = EspeakPinyinSynthesizer()
