@@ -23,6 +23,7 @@ from typing import Any
 from bankcore import event_store, phone_login, verification
 from bankcore.database import unit_of_work
 from bankcore.events import Event
+from bankcore.reminders.outcomes import outcome_event
 from bankcore.settings import Settings
 from channels import messages
 from channels.binding import ChannelUser, handle_guest_turn, resolve_customer
@@ -85,6 +86,7 @@ class OutboundCall:
     customer_id: str
     key: str
     opening: tuple[BotMessage, ...]
+    topic: str = ""
 
 
 @dataclass
@@ -246,6 +248,7 @@ class IvrCall:
             # wait for the PIN, asked for when a turn needs it.
             self.customer_id = self.outbound.customer_id
             self.state = "customer"
+            await asyncio.to_thread(self._record_reached, self.outbound)
             opening = voice_replies(self.outbound.opening) or [Reply(text=messages.IVR_WELCOME)]
             return await self._act(await self.session.start(opening))
         # The caller hears the bank at once; looking them up and the greeting (a Rasa turn with the foresight
@@ -478,6 +481,23 @@ class IvrCall:
                 "seconds": round(time.monotonic() - self.started, 1),
             },
         )
+
+    def _record_reached(self, outbound: OutboundCall) -> None:
+        """The customer answered the reminder call: the reminder reached them."""
+        ctx = self.runtime.ctx
+        try:
+            with unit_of_work(ctx.session_factory) as session:
+                event = outcome_event(
+                    customer_id=outbound.customer_id,
+                    channel=CHANNEL,
+                    key=outbound.key,
+                    topic=outbound.topic,
+                    outcome="reached",
+                    now=ctx.clock(),
+                )
+                event_store.store_events(session, [event])
+        except Exception:
+            logger.warning("could not record the reminder as reached", exc_info=True)
 
     def _record(self) -> None:
         """The call as a cross-channel event (what the foresight model learns from), and no PIN left pending."""

@@ -87,7 +87,9 @@ class PhoneLine:
     # Outbound calls by idempotency key: a retried request never dials the customer twice.
     placed: OrderedDict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=OrderedDict)
 
-    async def call_customer(self, customer_id: str, number: str, key: str, opening: list[BotMessage]) -> dict[str, Any]:
+    async def call_customer(
+        self, customer_id: str, number: str, key: str, opening: list[BotMessage], *, topic: str = ""
+    ) -> dict[str, Any]:
         """Place (once per key) a call that says `opening` when answered; the outcome as the scheduler reads it."""
         known = self.placed.get(key)
         if known is not None:
@@ -97,7 +99,7 @@ class PhoneLine:
         while len(self.placed) > _REMEMBERED_OUTBOUND:
             self.placed.popitem(last=False)
         assert self.sip is not None
-        self.runtime.outbound[key] = OutboundCall(customer_id=customer_id, key=key, opening=tuple(opening))
+        self.runtime.outbound[key] = OutboundCall(customer_id=customer_id, key=key, opening=tuple(opening), topic=topic)
         try:
             result = await self.sip.place_call(number, extras={OUTBOUND_KEY: key})
             outcome = {"outcome": result.outcome, "status": result.status}
@@ -234,7 +236,7 @@ async def get_audiosocket_call(request: web.Request) -> web.Response:
 
 
 async def post_outbound_call(request: web.Request) -> web.Response:
-    """The reminder scheduler asks for a call: {customer_id, key, messages (Rasa's replies to say)}.
+    """The reminder scheduler asks for a call: {customer_id, key, topic, messages (Rasa's replies to say)}.
 
     Answers when the call was answered or could not be (busy, no answer, declined, failed): the scheduler
     retries those with backoff; the key makes a retried request after an answered call a no-op.
@@ -246,7 +248,7 @@ async def post_outbound_call(request: web.Request) -> web.Response:
         return json_error(503, "not_configured", "no SIP trunk is configured for outbound calls")
     try:
         body = await request.json()
-        customer_id, key = str(body["customer_id"]), str(body["key"])
+        customer_id, key, topic = str(body["customer_id"]), str(body["key"]), str(body.get("topic", ""))
         opening = [BotMessage.from_rasa(item) for item in body.get("messages", []) if isinstance(item, dict)]
     except (ValueError, KeyError, TypeError, AttributeError):
         return json_error(400, "bad_request", "expected JSON with customer_id, key and messages")
@@ -258,7 +260,7 @@ async def post_outbound_call(request: web.Request) -> web.Response:
     number = await asyncio.to_thread(number_of)
     if number is None:
         return json_error(404, "no_number", "the customer has no phone number")
-    return web.json_response(await line.call_customer(customer_id, number, key, opening))
+    return web.json_response(await line.call_customer(customer_id, number, key, opening, topic=topic))
 
 
 async def get_handoff(request: web.Request) -> web.Response:

@@ -35,7 +35,12 @@ def _message_json(message: BotMessage) -> dict[str, object]:
 
 def phone_deliverer(http: aiohttp.ClientSession, gateway_url: str, token: str) -> Deliver:
     async def deliver(reminder: ClaimedReminder, replies: Sequence[BotMessage], key: str) -> SendResult:
-        body = {"customer_id": reminder.customer_id, "key": key, "messages": [_message_json(m) for m in replies]}
+        body = {
+            "customer_id": reminder.customer_id,
+            "key": key,
+            "topic": reminder.topic,
+            "messages": [_message_json(m) for m in replies],
+        }
         try:
             async with http.post(
                 f"{gateway_url}/ivr/outbound-calls",

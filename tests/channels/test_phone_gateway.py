@@ -10,7 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from sqlalchemy.orm import Session, sessionmaker
 
+from bankcore.database import unit_of_work
+from bankcore.models import CrossChannelEvent
 from bankcore.settings import Settings
 from channels.ivr.line import PHONE_LINE
 from channels.ivr.rtp import parse_rtp
@@ -153,7 +156,7 @@ async def _answer_outbound(peer: Peer, final: int, media: tuple[str, int]) -> Si
 
 
 async def test_a_phone_reminder_is_a_call_placed_once_that_says_the_reminder(
-    start_gateway: Callable[..., Any], fake_rasa: FakeRasa
+    start_gateway: Callable[..., Any], fake_rasa: FakeRasa, session_factory: sessionmaker[Session]
 ) -> None:
     loop = asyncio.get_running_loop()
     peer = Peer()
@@ -190,6 +193,10 @@ async def test_a_phone_reminder_is_a_call_placed_once_that_says_the_reminder(
             while spoken < 25:  # half a second of the reminder, said when the customer answered
                 packet = parse_rtp(await asyncio.wait_for(media.get(), 10))
                 spoken += any(byte not in (0xFF, 0x7F) for byte in packet.payload)
+
+            with unit_of_work(session_factory) as session:
+                reached = session.query(CrossChannelEvent).filter(CrossChannelEvent.type == "reminder_outcome").all()
+            assert [(e.customer_id, e.channel, e.attrs["outcome"]) for e in reached] == [("C001", "ivr", "reached")]
 
             again = await deliver(reminder(), replies, "C001:card:A1:2026-12-05:T-3")
             assert again.ok
