@@ -291,9 +291,43 @@ def build_parser() -> argparse.ArgumentParser:
     test = commands.add_parser("test", help="tester tools").add_subparsers(dest="test_command", required=True)
     test.add_parser("stories", help="rasa test core on bot/tests").set_defaults(handler=cmd_test_stories)
 
+    ops = commands.add_parser("ops", help="the ops console").add_subparsers(dest="ops_command", required=True)
+    add_user = ops.add_parser("add-user", help="create a console account (the password is asked for)")
+    add_user.add_argument("username")
+    add_user.add_argument("--role", choices=("viewer", "tester", "ops"), default="viewer")
+    add_user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add_user.set_defaults(handler=cmd_ops_add_user)
+
     db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply the schema migrations").set_defaults(handler=cmd_db_migrate)
     return parser
+
+
+def cmd_ops_add_user(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import UTC, datetime
+
+    from bankcore import ops_accounts
+    from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            console.print("[red]the passwords differ[/]")
+            return 1
+    settings = Settings.from_env()
+    migrate(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    try:
+        with unit_of_work(factory) as session:
+            member = ops_accounts.add_user(session, args.username, password, args.role, datetime.now(UTC))
+    except ops_accounts.StaffAccountError as error:
+        console.print(f"[red]{error}[/]")
+        return 1
+    console.print(f"created {member.username} ({member.role})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

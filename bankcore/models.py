@@ -690,3 +690,72 @@ class SubscriptionConsent(Base):
     template_id: Mapped[str] = mapped_column(String(128))
     remaining: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class OpsUser(Base):
+    """A member of staff who uses the ops console: operations (edit data, train, promote), tester, viewer."""
+
+    __tablename__ = "ops_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, with its parameters and salt
+    role: Mapped[str] = mapped_column(String(16))  # ops | tester | viewer
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class OpsSession(Base):
+    """A signed-in console session: the cookie holds a random token, the table only its SHA-256."""
+
+    __tablename__ = "ops_sessions"
+
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("ops_users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class OpsAuditEntry(Base):
+    """Every change made through the console: who, what, when, and the diff."""
+
+    __tablename__ = "ops_audit"
+    __table_args__ = (Index("ix_ops_audit_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255), default="")
+    diff: Mapped[str] = mapped_column(Text, default="")
+
+
+class OpsInboxItem(Base):
+    """A customer message as the NLU understood it, copied from Rasa's tracker store for review.
+
+    The tracker store's `events` table has no column for the confidence or the channel, so paging 100,000
+    messages by "least sure first" needs this indexed copy; it is filled incrementally (`event_id` is the
+    tracker event's id) with texts masked again on the way in.
+    """
+
+    __tablename__ = "ops_inbox"
+    __table_args__ = (
+        Index("ix_ops_inbox_review", "status", "is_fallback", "confidence"),
+        Index("ix_ops_inbox_channel_ts", "channel", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(Integer, unique=True)
+    conversation: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    text: Mapped[str] = mapped_column(Text)
+    intent: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[float] = mapped_column(Float)
+    entities: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    is_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="new")  # new | confirmed | corrected | dismissed
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

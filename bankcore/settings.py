@@ -121,7 +121,17 @@ class Settings:
     ivr_transfer_uri: str = ""
     audiosocket_host: str = "127.0.0.1"
     audiosocket_port: int = 0
+    # The ops console: the NLU data it edits, and how long a staff session lasts without signing in again.
+    nlu_data_dir: Path = PROJECT_ROOT / "nlu_data"
+    ops_session_minutes: int = 480
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def tracker_store_url(self) -> str:
+        """Where Rasa keeps its conversations: the bank's PostgreSQL database, or its own SQLite file."""
+        if self.database_url.startswith("postgresql"):
+            return self.database_url
+        return f"sqlite:///{self.var_dir / 'tracker.db'}"
 
     @property
     def wecom_configured(self) -> bool:
@@ -203,5 +213,7 @@ class Settings:
             ivr_transfer_uri=env.get("BANKBOT_IVR_TRANSFER_URI", ""),
             audiosocket_host=env.get("BANKBOT_AUDIOSOCKET_HOST", "127.0.0.1"),
             audiosocket_port=int(env.get("BANKBOT_AUDIOSOCKET_PORT", "0")),
+            nlu_data_dir=Path(env.get("BANKBOT_NLU_DATA_DIR", str(PROJECT_ROOT / "nlu_data"))).resolve(),
+            ops_session_minutes=int(env.get("BANKBOT_OPS_SESSION_MINUTES", "480")),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -14,6 +14,7 @@ from channels.http_errors import error_middleware_for
 from channels.ivr import line as phone_line
 from channels.metrics import GatewayMetrics, RiskDecisionCollector
 from channels.miniprogram.inbound import MiniProgramInput
+from channels.ops import console as ops_console
 from channels.rasa_client import RasaClient
 from channels.resources import DB_ENGINE, HTTP_SESSION, METRICS, RASA, SESSION_FACTORY, SETTINGS, TURNS
 from channels.turns import TurnContext
@@ -70,4 +71,5 @@ def create_app(settings: Settings, *, webchat_rate_limit_per_minute: int | None 
     reminders_api.register(app)
     # After _rasa: calls need the turn context.
     phone_line.register(app)
+    ops_console.register(app)
     return app

@@ -1,0 +1,324 @@
+"""The ops console's pages under /ops/: sign-in, the NLU review inbox, the intents and their examples, the audit log.
+
+Access: a session cookie (HttpOnly, SameSite=Strict, path /ops/) naming a server-side session that expires; every
+POST carries the session's CSRF token (a hidden form field) and, where the browser sends one, an Origin of this
+host. Roles: viewers read, ops change data (see `bankcore.ops_accounts`). Every change is written to the audit
+log with its diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jinja2
+from aiohttp import web
+from sqlalchemy import Engine
+
+from bankcore import ops_accounts
+from bankcore.database import make_engine, unit_of_work
+from bankcore.ops_accounts import StaffMember
+from channels.ops import inbox
+from channels.ops.nlu_files import NluData, NluEditError, annotate, file_hash
+from channels.resources import SESSION_FACTORY, SETTINGS
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "bankbot_ops"
+ROLE_NAMES = {"viewer": "只读", "tester": "测试", "ops": "运营"}
+STATUSES = (("new", "待审"), ("confirmed", "已确认"), ("corrected", "已更正"), ("dismissed", "已忽略"))
+_SPAN = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*:\s*([a-z][a-z0-9_]*)\s*$")
+
+TRACKER = web.AppKey("ops_tracker_engine", Engine)
+TEMPLATES = web.AppKey("ops_templates", jinja2.Environment)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    member: StaffMember | None = request.get("member")
+    body = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(
+            member=member,
+            csrf=request.get("csrf", ""),
+            role_names=ROLE_NAMES,
+            message=request.query.get("msg", ""),
+            error=context.pop("error", ""),
+            **context,
+        )
+    )
+    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+    # The console shows customers' messages: nothing of it is cached or framed elsewhere.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'"
+    return response
+
+
+async def _in_bank(request: web.Request, work: Callable[[Any], Any]) -> Any:
+    def run() -> Any:
+        with unit_of_work(request.app[SESSION_FACTORY]) as session:
+            return work(session)
+
+    return await asyncio.to_thread(run)
+
+
+def requires(role: str) -> Callable[[Handler], Handler]:
+    """Only signed-in staff with `role` (or higher); a POST must also carry the session's CSRF token."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = request.cookies.get(COOKIE, "")
+            found = await _in_bank(request, lambda s: ops_accounts.session_for(s, token, _now()))
+            if found is None:
+                if request.method == "GET":
+                    raise web.HTTPSeeOther("/ops/login")
+                raise web.HTTPUnauthorized(text="signed out or session expired")
+            member, csrf = found
+            if request.method == "POST":
+                form = await request.post()
+                if not ops_accounts.csrf_matches(csrf, str(form.get("csrf", ""))) or not _same_origin(request):
+                    logger.warning("ops request refused: CSRF check failed", extra={"user": member.username})
+                    raise web.HTTPForbidden(text="CSRF check failed")
+            if not member.can(role):
+                raise web.HTTPForbidden(text=f"this needs the {role} role")
+            request["member"], request["csrf"] = member, csrf
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return True  # older browsers and tools: the CSRF token alone decides
+    return urlsplit(origin).netloc == request.host
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return _render(request, "login.html")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+    ttl = dt.timedelta(minutes=request.app[SETTINGS].ops_session_minutes)
+    signed = await _in_bank(request, lambda s: ops_accounts.sign_in(s, username, password, _now(), ttl=ttl))
+    if signed is None:
+        logger.info("ops sign-in refused", extra={"user": username[:64]})
+        return _render(request, "login.html", status=401, error="用户名或密码不正确。")
+    response = web.HTTPSeeOther("/ops/inbox")
+    response.set_cookie(
+        COOKIE,
+        signed.token,
+        path="/ops/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        max_age=int(ttl.total_seconds()),
+    )
+    logger.info("ops sign-in", extra={"user": signed.member.username})
+    return response
+
+
+@requires("viewer")
+async def logout(request: web.Request) -> web.StreamResponse:
+    token = request.cookies.get(COOKIE, "")
+    await _in_bank(request, lambda s: ops_accounts.sign_out(s, token))
+    response = web.HTTPSeeOther("/ops/login")
+    response.del_cookie(COOKIE, path="/ops/")
+    return response
+
+
+def _filter(request: web.Request) -> inbox.InboxFilter:
+    def day(name: str) -> dt.date | None:
+        try:
+            return dt.date.fromisoformat(request.query.get(name, ""))
+        except ValueError:
+            return None
+
+    status = request.query.get("status", "new")
+    return inbox.InboxFilter(
+        channel=request.query.get("channel") or None,
+        since=day("since"),
+        until=day("until"),
+        status=status if status in dict(STATUSES) else "new",
+    )
+
+
+@requires("viewer")
+async def inbox_page(request: web.Request) -> web.StreamResponse:
+    where = _filter(request)
+    try:
+        offset = max(0, int(request.query.get("offset", "0")))
+    except ValueError:
+        offset = 0
+    tracker = request.app[TRACKER]
+
+    def load(session: Any) -> tuple[list[Any], int, list[str]]:
+        inbox.sync(session, tracker)
+        items, total = inbox.page(session, where, offset=offset)
+        return items, total, inbox.channels(session)
+
+    items, total, channels = await _in_bank(request, load)
+    data = NluData(request.app[SETTINGS].nlu_data_dir)
+    intents = sorted(await asyncio.to_thread(data.intents))
+    hashes = {intent: file_hash(data.file_of(intent)) for intent in intents}
+    query = urlencode(
+        {k: v for k, v in {"channel": where.channel, "since": where.since, "until": where.until}.items() if v}
+        | {"status": where.status}
+    )
+    return _render(
+        request,
+        "inbox.html",
+        items=items,
+        total=total,
+        channels=channels,
+        where=where,
+        statuses=STATUSES,
+        intents=intents,
+        hashes=hashes,
+        offset=offset,
+        size=inbox.PAGE_SIZE,
+        query=query,
+        can_edit=request["member"].can("ops"),
+    )
+
+
+def _spans(text: str) -> list[tuple[int, int, str]]:
+    spans = []
+    for part in re.split(r"[,，;；]", text):
+        if not part.strip():
+            continue
+        match = _SPAN.match(part)
+        if match is None:
+            raise NluEditError("invalid", f"entity spans are written start-end:entity, not {part.strip()!r}")
+        spans.append((int(match.group(1)), int(match.group(2)), match.group(3)))
+    return spans
+
+
+@requires("ops")
+async def review_item(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    member: StaffMember = request["member"]
+    try:
+        item_id = int(request.match_info["item_id"])
+    except ValueError as error:
+        raise web.HTTPNotFound() from error
+    item = await _in_bank(request, lambda s: s.get(inbox.OpsInboxItem, item_id))
+    if item is None or item.status != "new":
+        raise web.HTTPNotFound(text="no such message waiting for review")
+    action = str(form.get("action", ""))
+    if action == "dismiss":
+        await _in_bank(request, lambda s: _review(s, item_id, "dismissed", member, "dismiss", f"inbox {item_id}", ""))
+        raise web.HTTPSeeOther("/ops/inbox?" + urlencode({"msg": "已忽略这条消息。"}))
+    intent = str(form.get("intent", "")).strip()
+    data = NluData(request.app[SETTINGS].nlu_data_dir)
+    try:
+        example = annotate(item.text, _spans(str(form.get("entities", ""))))
+        edit = await asyncio.to_thread(
+            data.add_example, intent, example, expected_hash=str(form.get("file_hash", "")) or None
+        )
+    except NluEditError as error:
+        return _render(
+            request, "message.html", status=409 if error.kind != "invalid" else 400, error=str(error), back="/ops/inbox"
+        )
+    status = "confirmed" if intent == item.intent else "corrected"
+    await _in_bank(
+        request, lambda s: _review(s, item_id, status, member, f"inbox_{status}", f"{edit.file} {intent}", edit.diff)
+    )
+    message = f"已写入 {edit.file}（意图 {intent}）。"
+    raise web.HTTPSeeOther("/ops/inbox?" + urlencode({"msg": message}))
+
+
+def _review(session: Any, item_id: int, status: str, member: StaffMember, action: str, target: str, diff: str) -> None:
+    inbox.review(session, item_id, status, member.username, _now())
+    ops_accounts.audit(session, member, action, target, diff, _now())
+
+
+@requires("viewer")
+async def intents_page(request: web.Request) -> web.StreamResponse:
+    data = NluData(request.app[SETTINGS].nlu_data_dir)
+    intents = sorted((await asyncio.to_thread(data.intents)).items())
+    hashes = {intent: file_hash(data.directory / examples[0].file) for intent, examples in intents}
+    return _render(request, "intents.html", intents=intents, hashes=hashes, can_edit=request["member"].can("ops"))
+
+
+@requires("ops")
+async def add_example(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    member: StaffMember = request["member"]
+    intent = request.match_info["intent"]
+    data = NluData(request.app[SETTINGS].nlu_data_dir)
+    try:
+        edit = await asyncio.to_thread(
+            data.add_example,
+            intent,
+            str(form.get("text", "")).strip(),
+            expected_hash=str(form.get("file_hash", "")) or None,
+        )
+    except NluEditError as error:
+        return _render(
+            request,
+            "message.html",
+            status=409 if error.kind != "invalid" else 400,
+            error=str(error),
+            back="/ops/intents",
+        )
+    await _in_bank(
+        request, lambda s: ops_accounts.audit(s, member, "add_example", f"{edit.file} {intent}", edit.diff, _now())
+    )
+    raise web.HTTPSeeOther("/ops/intents?" + urlencode({"msg": f"已添加到 {edit.file}。"}) + f"#intent-{intent}")
+
+
+@requires("ops")
+async def audit_page(request: web.Request) -> web.StreamResponse:
+    entries = await _in_bank(request, ops_accounts.recent_audit)
+    return _render(request, "audit.html", entries=entries)
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/ops/inbox")
+
+
+async def _tracker(app: web.Application) -> Any:
+    engine = make_engine(app[SETTINGS].tracker_store_url)
+    app[TRACKER] = engine
+    yield
+    engine.dispose()
+
+
+def register(app: web.Application) -> None:
+    app[TEMPLATES] = _environment()
+    app.cleanup_ctx.append(_tracker)
+    app.router.add_get("/ops/", home)
+    app.router.add_get("/ops/login", login_page)
+    app.router.add_post("/ops/login", login)
+    app.router.add_post("/ops/logout", logout)
+    app.router.add_get("/ops/inbox", inbox_page)
+    app.router.add_post("/ops/inbox/{item_id}/review", review_item)
+    app.router.add_get("/ops/intents", intents_page)
+    app.router.add_post("/ops/intents/{intent}/examples", add_example)
+    app.router.add_get("/ops/audit", audit_page)
