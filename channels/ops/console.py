@@ -36,6 +36,8 @@ STATUSES = (("new", "待审"), ("confirmed", "已确认"), ("corrected", "已更
 _SPAN = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*:\s*([a-z][a-z0-9_]*)\s*$")
 
 TRACKER = web.AppKey("ops_tracker_engine", Engine)
+MEMBER = web.RequestKey("ops_member", StaffMember)
+CSRF = web.RequestKey("ops_csrf", str)
 TEMPLATES = web.AppKey("ops_templates", jinja2.Environment)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,13 +56,13 @@ def _environment() -> jinja2.Environment:
 
 
 def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    member: StaffMember | None = request.get("member")
+    member: StaffMember | None = request.get(MEMBER)
     body = (
         request.app[TEMPLATES]
         .get_template(template)
         .render(
             member=member,
-            csrf=request.get("csrf", ""),
+            csrf=request.get(CSRF, ""),
             role_names=ROLE_NAMES,
             message=request.query.get("msg", ""),
             error=context.pop("error", ""),
@@ -102,7 +104,7 @@ def requires(role: str) -> Callable[[Handler], Handler]:
                     raise web.HTTPForbidden(text="CSRF check failed")
             if not member.can(role):
                 raise web.HTTPForbidden(text=f"this needs the {role} role")
-            request["member"], request["csrf"] = member, csrf
+            request[MEMBER], request[CSRF] = member, csrf
             return await handler(request)
 
         return guarded
@@ -140,7 +142,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         max_age=int(ttl.total_seconds()),
     )
     logger.info("ops sign-in", extra={"user": signed.member.username})
-    return response
+    raise response
 
 
 @requires("viewer")
@@ -149,7 +151,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     await _in_bank(request, lambda s: ops_accounts.sign_out(s, token))
     response = web.HTTPSeeOther("/ops/login")
     response.del_cookie(COOKIE, path="/ops/")
-    return response
+    raise response
 
 
 def _filter(request: web.Request) -> inbox.InboxFilter:
@@ -203,7 +205,7 @@ async def inbox_page(request: web.Request) -> web.StreamResponse:
         offset=offset,
         size=inbox.PAGE_SIZE,
         query=query,
-        can_edit=request["member"].can("ops"),
+        can_edit=request[MEMBER].can("ops"),
     )
 
 
@@ -222,7 +224,7 @@ def _spans(text: str) -> list[tuple[int, int, str]]:
 @requires("ops")
 async def review_item(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    member: StaffMember = request["member"]
+    member: StaffMember = request[MEMBER]
     try:
         item_id = int(request.match_info["item_id"])
     except ValueError as error:
@@ -263,13 +265,13 @@ async def intents_page(request: web.Request) -> web.StreamResponse:
     data = NluData(request.app[SETTINGS].nlu_data_dir)
     intents = sorted((await asyncio.to_thread(data.intents)).items())
     hashes = {intent: file_hash(data.directory / examples[0].file) for intent, examples in intents}
-    return _render(request, "intents.html", intents=intents, hashes=hashes, can_edit=request["member"].can("ops"))
+    return _render(request, "intents.html", intents=intents, hashes=hashes, can_edit=request[MEMBER].can("ops"))
 
 
 @requires("ops")
 async def add_example(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    member: StaffMember = request["member"]
+    member: StaffMember = request[MEMBER]
     intent = request.match_info["intent"]
     data = NluData(request.app[SETTINGS].nlu_data_dir)
     try:
