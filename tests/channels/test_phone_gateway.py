@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -17,13 +16,12 @@ from bankcore.models import CrossChannelEvent
 from bankcore.settings import Settings
 from channels.ivr.line import PHONE_LINE
 from channels.ivr.rtp import parse_rtp
-from channels.ivr.sip_message import SipMessage, build_response
 from channels.rasa_client import BotMessage
 from channels.resources import SETTINGS
 from channels.scheduler.phone_deliverer import phone_deliverer
 from tests.channels.support import FakeRasa
 from tests.channels.test_reminder_deliverers import reminder
-from tests.ivr.scripted_peer import OFFER, Peer, request
+from tests.ivr.scripted_peer import Peer, answer_invite, request
 
 TOKEN = "service-token-for-tests"
 
@@ -133,28 +131,6 @@ async def test_handoff_lookup_needs_the_service_token(start_gateway: Callable[..
     assert missing.status == 404
 
 
-async def _answer_outbound(peer: Peer, final: int, media: tuple[str, int]) -> SipMessage:
-    """Play the customer's phone behind the trunk: ring, then `final`; returns the INVITE."""
-    invite = await peer.expect(method="INVITE", timeout=10)
-    agent_port = int(re.search(r":(\d+);branch", invite.header("Via") or "").group(1))  # type: ignore[union-attr]
-    peer.send(build_response(invite, 180, to_tag="phone").encode(), agent_port)
-    if final == 200:
-        answer = OFFER.format(port=media[1], direction="sendrecv")
-        ok = build_response(
-            invite,
-            200,
-            to_tag="phone",
-            headers=[("Contact", f"<sip:13801012345@127.0.0.1:{peer.port}>")],
-            body=answer.encode(),
-            content_type="application/sdp",
-        )
-        peer.send(ok.encode(), agent_port)
-    else:
-        peer.send(build_response(invite, final, to_tag="phone").encode(), agent_port)
-    await peer.expect(method="ACK")
-    return invite
-
-
 async def test_a_phone_reminder_is_a_call_placed_once_that_says_the_reminder(
     start_gateway: Callable[..., Any], fake_rasa: FakeRasa, session_factory: sessionmaker[Session]
 ) -> None:
@@ -184,7 +160,7 @@ async def test_a_phone_reminder_is_a_call_placed_once_that_says_the_reminder(
             replies = [BotMessage(text="王先生您好，您的信用卡账单将于12月5日到期，应还3280元。")]
 
             sent = asyncio.create_task(deliver(reminder(), replies, "C001:card:A1:2026-12-05:T-3"))
-            invite = await _answer_outbound(peer, 200, media_addr)
+            invite, _ = await answer_invite(peer, 200, media_port=media_addr[1], timeout=10)
             result = await asyncio.wait_for(sent, 20)
             assert result.ok, result.detail
             assert invite.uri is not None and invite.uri.startswith("sip:13801012345@")
@@ -203,7 +179,7 @@ async def test_a_phone_reminder_is_a_call_placed_once_that_says_the_reminder(
             assert not [m for m in await peer.nothing(0.5) if m.method == "INVITE"], "a retried request dials no one"
 
             busy = asyncio.create_task(deliver(reminder(key="C001:loan:L1"), replies, "C001:loan:L1"))
-            await _answer_outbound(peer, 486, media_addr)
+            await answer_invite(peer, 486, timeout=10)
             result = await asyncio.wait_for(busy, 20)
             assert not result.ok and result.retryable and "busy" in result.detail
     finally:

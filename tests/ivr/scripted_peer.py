@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
-from channels.ivr.sip_message import SipMessage, parse_message
+from channels.ivr.sip_message import SipMessage, build_response, parse_message
 
 OFFER = (
     "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -85,3 +86,28 @@ def request(
 
 def ack(peer: Peer, agent_port: int, to_tag: str, *, cseq: int = 1, branch: str = "z9hG4bK-ack") -> str:
     return request("ACK", peer, agent_port, cseq=cseq, branch=branch, to_tag=to_tag)
+
+
+async def answer_invite(
+    peer: Peer, final: int, *, media_port: int = 40002, timeout: float = 5.0
+) -> tuple[SipMessage, SipMessage]:
+    """Answer the agent's INVITE as a phone would: 100, 180, then `final`; returns the INVITE and the ACK."""
+    invite = await peer.expect(method="INVITE", timeout=timeout)
+    via = re.search(r":(\d+);branch", invite.header("Via") or "")
+    assert via is not None, invite.header("Via")
+    agent_port = int(via.group(1))
+    peer.send(build_response(invite, 100).encode(), agent_port)
+    peer.send(build_response(invite, 180, to_tag="callee").encode(), agent_port)
+    if final == 200:
+        ok = build_response(
+            invite,
+            200,
+            to_tag="callee",
+            headers=[("Contact", f"<sip:callee@127.0.0.1:{peer.port}>")],
+            body=OFFER.format(port=media_port, direction="sendrecv").encode(),
+            content_type="application/sdp",
+        )
+        peer.send(ok.encode(), agent_port)
+    else:
+        peer.send(build_response(invite, final, to_tag="callee").encode(), agent_port)
+    return invite, await peer.expect(method="ACK")

@@ -12,8 +12,8 @@ import pytest
 from channels.ivr.media import CallControl, CallInfo
 from channels.ivr.rtp import parse_rtp
 from channels.ivr.sip_agent import SipAgent, SipSettings
-from channels.ivr.sip_message import SipMessage, build_response
-from tests.ivr.scripted_peer import OFFER, Peer, ack, request
+from channels.ivr.sip_message import build_response
+from tests.ivr.scripted_peer import OFFER, Peer, ack, answer_invite, request
 
 
 @dataclass
@@ -344,33 +344,11 @@ async def test_a_refused_refer_keeps_the_call(agent: Agent, peer: Peer) -> None:
     assert agent.agent.calls
 
 
-async def _uas_peer(peer: Peer, *, final: int) -> SipMessage:
-    """Answer the agent's INVITE as a phone would: 100, 180, then `final`; returns the ACK."""
-    invite = await peer.expect(method="INVITE")
-    agent_port = int(re.search(r":(\d+);branch", invite.header("Via") or "").group(1))  # type: ignore[union-attr]
-    peer.send(build_response(invite, 100).encode(), agent_port)
-    peer.send(build_response(invite, 180, to_tag="callee").encode(), agent_port)
-    if final == 200:
-        answer = OFFER.format(port=40002, direction="sendrecv")
-        ok = build_response(
-            invite,
-            200,
-            to_tag="callee",
-            headers=[("Contact", f"<sip:callee@127.0.0.1:{peer.port}>")],
-            body=answer.encode(),
-            content_type="application/sdp",
-        )
-        peer.send(ok.encode(), agent_port)
-    else:
-        peer.send(build_response(invite, final, to_tag="callee").encode(), agent_port)
-    return await peer.expect(method="ACK")
-
-
 async def test_outbound_call_answered(peer: Peer) -> None:
     outbound = await _agent(outbound_proxy=("127.0.0.1", peer.port))
     try:
         result_task = asyncio.create_task(outbound.agent.place_call("13801012345", extras={"Reminder": "r-1"}))
-        acked = await _uas_peer(peer, final=200)
+        acked = (await answer_invite(peer, 200))[1]
         result = await asyncio.wait_for(result_task, 5)
         assert result.outcome == "answered" and result.call is not None
         assert acked.cseq == (result.call.dialog.local_cseq, "ACK")
@@ -389,7 +367,7 @@ async def test_outbound_call_busy_is_acknowledged_and_reported(peer: Peer) -> No
     outbound = await _agent(outbound_proxy=("127.0.0.1", peer.port))
     try:
         result_task = asyncio.create_task(outbound.agent.place_call("13801012345"))
-        acked = await _uas_peer(peer, final=486)
+        acked = (await answer_invite(peer, 486))[1]
         result = await asyncio.wait_for(result_task, 5)
         assert result.outcome == "busy" and result.status == 486
         assert acked.cseq[1] == "ACK"
