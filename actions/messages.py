@@ -125,6 +125,7 @@ INTENT_LABELS = {
     "human_handoff": "转人工服务",
     "complain": "投诉建议",
     "opt_out": "退订通知",
+    "promise_to_pay": "约定还款时间",
     "greet": "打招呼",
     "goodbye": "结束对话",
     "thank": "表示感谢",

@@ -3,8 +3,8 @@
 The scheduler sends `/EXTERNAL_reminder{...}` (channels/reminder_conversations.py) with the reminder as
 entities of their own (reminder_kind, reminder_topic, reminder_key, reminder_item, reminder_amount,
 reminder_due, reminder_card: no form slot such as `amount` is filled by a reminder) and the customer in the
-message metadata, like every gateway turn. Outcomes (acted, declined, opted out) become `reminder_outcome`
-cross-channel events, which the foresight model reads like any other event.
+message metadata, like every gateway turn. Outcomes (acted, promised, declined, opted out) become
+`reminder_outcome` cross-channel events, which the foresight model reads like any other event.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 from rasa_sdk.events import EventType, SlotSet
 
-from actions.runtime import BankAction, Turn
+from actions.runtime import BankAction, Turn, entity_values
 from bankcore import customers, deposits, loans
+from bankcore.dates import future_date_phrase
 from bankcore.event_store import store_events
 from bankcore.events import MAX_ID_CHARS, Event
 from bankcore.money import format_amount
@@ -125,4 +126,34 @@ class ActionReminderDeclined(BankAction):
     def act(self, turn: Turn) -> list[EventType]:
         note_reminder_outcome(turn, "declined")
         turn.dispatcher.utter_message(response="utter_reminder_declined")
+        return []
+
+
+def _promised_day(turn: Turn) -> str | None:
+    """The day the customer promised, in their words: the model's last date entity (in "这个月的钱我月底之前会还的"
+    the first names the bill, the last the day), trimmed to the day phrase in it (the model may tag a character
+    beyond it: "月底前会"), or the day phrase in the text when it tagged none."""
+    dates = entity_values(turn.tracker, "date")
+    if dates:
+        return future_date_phrase(dates[-1]) or dates[-1]
+    return future_date_phrase(turn.text)
+
+
+class ActionReminderPromised(BankAction):
+    """A promise to pay later ("我明天就还"): acknowledged with the day repeated, and recorded as the outcome of
+    the reminder that opened the conversation (once per reminder, like the other outcomes)."""
+
+    action_name = "action_reminder_promised"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        if not turn.slot("reminder_key"):
+            # A promise with no reminder to answer: nothing to record, only where to pay or look.
+            turn.dispatcher.utter_message(response="utter_promise_without_reminder")
+            return []
+        note_reminder_outcome(turn, "promised")
+        said = _promised_day(turn)
+        if said:
+            turn.dispatcher.utter_message(response="utter_reminder_promised_on_date", date=said)
+        else:
+            turn.dispatcher.utter_message(response="utter_reminder_promised")
         return []

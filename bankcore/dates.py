@@ -91,3 +91,22 @@ def parse_date_range(phrase: str, today: date) -> DateRange | None:
             day -= timedelta(days=7)
         return DateRange(day, day + timedelta(days=1))
     return None
+
+
+# When a customer says they will pay: a day ("明天", "周五", "12月10号", "下个月初"), optionally "之前/前".
+_FUTURE_DAY = (
+    r"(?:大后天|后天|明天|明早|明晚|今晚|今天(?:上午|中午|下午|晚上)?|"
+    r"(?:这|本|下个?)?(?:周|星期|礼拜)[一二三四五六日天]|周末|这周内?|本周内?|下个?(?:周|星期|礼拜)|"
+    r"这两天|过两天|过几天|(?:下个?月|这个?月|本月)?(?:初|中旬|底)|月(?:初|中|底)|年底|"
+    rf"(?:{_CHINESE_NUMBER}月)?{_CHINESE_NUMBER}[日号])"
+)
+_FUTURE_PHRASE = re.compile(rf"{_FUTURE_DAY}(?:之前|以前|前)?")
+
+
+def future_date_phrase(text: str) -> str | None:
+    """The first day a promise names, as said ("明天", "周五之前", "下个月初"); None when it names none.
+
+    For repeating the customer's words back, not for computing a date: "过两天" stays "过两天".
+    """
+    match = _FUTURE_PHRASE.search(re.sub(r"\s+", "", text or ""))
+    return match.group(0) if match else None

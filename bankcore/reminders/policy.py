@@ -165,6 +165,28 @@ def next_allowed(now: dt.datetime, tz: str | ZoneInfo, quiet: QuietHours) -> dt.
     return now + dt.timedelta(days=1)
 
 
+def quiet_hours_begin(now: dt.datetime, tz: str | ZoneInfo, quiet: QuietHours) -> dt.datetime | None:
+    """The next moment after `now` when quiet hours begin in `tz` (UTC); None when there are none.
+
+    Like `next_allowed`, every reading of the start's wall-clock time on the next days is tried (DST may skip
+    or repeat it) and the earliest after `now` that is inside quiet hours wins.
+    """
+    if quiet.start == quiet.end:
+        return None
+    zone = tz if isinstance(tz, ZoneInfo) else zone_of(tz)
+    local_day = now.astimezone(zone).date()
+    for days in range(3):
+        candidates = []
+        for fold in (0, 1):
+            local = dt.datetime.combine(local_day + dt.timedelta(days=days), quiet.start, tzinfo=zone)
+            moment = local.replace(fold=fold).astimezone(UTC)
+            if moment > now and in_quiet_hours(moment, zone, quiet):
+                candidates.append(moment)
+        if candidates:
+            return min(candidates)
+    return None
+
+
 def _cap_frees_at(sends: list[dt.datetime], cap: FrequencyCap, now: dt.datetime) -> dt.datetime | None:
     """None when the channel is under its cap at `now`, else when enough sends age out of the window."""
     in_window = sorted(sent for sent in sends if sent > now - cap.window)
@@ -192,7 +214,7 @@ def decide(reminder: ReminderLike, ctx: CustomerContext, config: PolicyConfig, n
         sends = [sent for sent_channel, sent in ctx.recent_sends if sent_channel == channel]
         frees = _cap_frees_at(sends, config.cap_for(channel), now)
         if frees is None:
-            return Send(channel)
+            return Send(channel, not_after=quiet_hours_begin(now, zone, config.quiet))
         frees_at.append(frees)
     # Every allowed channel is capped: wait for the first to free, and never into quiet hours.
     return Wait(next_allowed(min(frees_at), zone, config.quiet), "frequency_cap")

@@ -7,10 +7,12 @@ duplicate (the counting senders behave the same way, which is what the exactly-o
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -63,30 +65,53 @@ class LogSender:
         return SendResult(ok=True, detail="logged")
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """One send as the counting sender received it: which reminder, for whom, on which channel, and when."""
+
+    key: str
+    channel: str
+    customer_id: str
+    sent_at: dt.datetime  # UTC, read from the sender's clock at the hand-off
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class CountingSender:
     """Counts sends per idempotency key and deduplicates by it, like a real platform; for tests and benches.
 
-    With `path`, every send received is also appended as one line `key<TAB>channel<TAB>pid` to a file opened
-    with O_APPEND, so several processes share one record (a write this short is atomic with O_APPEND on a
-    local file system); `read_counts(path)` gives the receipts per key across all of them.
+    Every send received is kept as a `Receipt` (customer and wall time included, so a test or bench can check
+    each against the customer's quiet hours). With `path`, it is also appended as one line
+    `key<TAB>channel<TAB>pid<TAB>customer<TAB>sent_at` to a file opened with O_APPEND, so several processes
+    share one record (a write this short is atomic with O_APPEND on a local file system); `read_counts(path)`
+    gives the receipts per key across all of them, `read_receipts(path)` the receipts themselves.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, clock: Callable[[], dt.datetime] = _utc_now) -> None:
         self.path = path
+        self.clock = clock
         self.received: Counter[str] = Counter()
         self.channels: dict[str, str] = {}
+        self.receipts: list[Receipt] = []
         self._lock = threading.Lock()
         self._fd: int | None = None
         if path is not None:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     async def send(self, reminder: ClaimedReminder, channel: str, idempotency_key: str) -> SendResult:
+        receipt = Receipt(idempotency_key, channel, reminder.customer_id, self.clock())
         with self._lock:
             self.received[idempotency_key] += 1
             duplicate = self.received[idempotency_key] > 1
             self.channels.setdefault(idempotency_key, channel)
+            self.receipts.append(receipt)
             if self._fd is not None:
-                os.write(self._fd, f"{idempotency_key}\t{channel}\t{os.getpid()}\n".encode())
+                line = "\t".join(
+                    (idempotency_key, channel, str(os.getpid()), receipt.customer_id, receipt.sent_at.isoformat())
+                )
+                os.write(self._fd, f"{line}\n".encode())
         # A duplicate is accepted but not delivered again, as a platform honouring idempotency keys does.
         return SendResult(ok=True, detail="duplicate" if duplicate else "delivered")
 
@@ -104,6 +129,18 @@ class CountingSender:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    @staticmethod
+    def read_receipts(path: Path) -> list[Receipt]:
+        """Every receipt in a shared counting file, in the order they were written."""
+        receipts: list[Receipt] = []
+        if not path.exists():
+            return receipts
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line:
+                key, channel, _pid, customer_id, sent_at = line.split("\t")
+                receipts.append(Receipt(key, channel, customer_id, dt.datetime.fromisoformat(sent_at)))
+        return receipts
 
     @staticmethod
     def read_counts(path: Path) -> Counter[str]:

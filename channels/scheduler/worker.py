@@ -175,8 +175,9 @@ class Dispatcher:
         self.buckets = {
             channel: TokenBucket(rate, clock=rate_clock, sleep=sleep) for channel, rate in (rate_limits or {}).items()
         }
-        # delivered, retry, failed, waiting, suppressed, cancelled, lease_lost, lease_lapsed, claimed, errors,
-        # database_errors (store calls that failed because the database was unreachable or locked)
+        # delivered, retry, failed, waiting, suppressed, cancelled, lease_lost, lease_lapsed, window_closed (a
+        # send held up until the customer's quiet hours began), claimed, errors, database_errors (store calls
+        # that failed because the database was unreachable or locked)
         self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ store calls (in a thread each)
@@ -255,9 +256,11 @@ class Dispatcher:
         elif isinstance(decision, Cancel):
             await self._in_thread("cancelled", store.mark_cancelled, reminder, reason=decision.reason)
         else:
-            await self._send_and_record(reminder, decision.channel)
+            await self._send_and_record(reminder, decision.channel, decision.not_after)
 
-    async def _send_and_record(self, reminder: ClaimedReminder, channel: str) -> None:
+    async def _send_and_record(
+        self, reminder: ClaimedReminder, channel: str, not_after: dt.datetime | None = None
+    ) -> None:
         bucket = self.buckets.get(channel)
         if bucket is not None:
             await bucket.acquire()
@@ -270,13 +273,22 @@ class Dispatcher:
         # Only the send and its record take a slot: a reminder queued on a throttled channel must not hold
         # one, or it would stall the unthrottled channels of the same batch behind it.
         async with self._slots:
-            result = await self._send(reminder, channel)
-            if result.ok:
-                # Recorded with the rest of the batch in one transaction (see run_once): one commit per batch
-                # instead of per reminder. A crash before that commit only means re-sends the channel dedupes.
-                self._delivered.append((reminder, channel, result.detail))
-            else:
-                await self._failed(reminder, result.detail or "send failed", channel, result.retryable)
+            # Checked last, with nothing awaited between it and the hand-off: the customer's quiet hours may
+            # have begun while this send queued for its channel's rate limit or for a slot.
+            window_closed = not_after is not None and self.clock() >= not_after
+            if not window_closed:
+                result = await self._send(reminder, channel)
+                if result.ok:
+                    # Recorded with the rest of the batch in one transaction (see run_once): one commit per
+                    # batch instead of per reminder. A crash before that commit only means re-sends the channel
+                    # dedupes.
+                    self._delivered.append((reminder, channel, result.detail))
+                else:
+                    await self._failed(reminder, result.detail or "send failed", channel, result.retryable)
+        if window_closed:
+            # Due again at once: the next claim asks the policy, which parks it until the window reopens.
+            self.stats["window_closed"] += 1
+            await self._in_thread("waiting", store.mark_waiting, reminder, until=self.clock(), reason="quiet_hours")
 
     # ------------------------------------------------------------------ loops
 

@@ -86,3 +86,35 @@ def test_stop_reminding_me_in_a_reminder_conversation_opts_out_of_that_kind_ever
         rows = session.scalars(select(OptOut).where(OptOut.customer_id == "C001")).all()
         assert any(row.topic == "loan" and row.channel == "all" for row in rows), [(r.topic, r.channel) for r in rows]
     assert "opted_out" in outcomes(live_stack, "C001")
+
+
+def test_a_promise_to_pay_in_a_reminder_conversation_is_acknowledged_with_its_day_and_recorded_once(  # type: ignore[no-untyped-def]
+    live_stack, chat
+) -> None:
+    customer = chat("C002")
+    before = outcomes(live_stack, "C002").count("promised")
+    send_reminder(live_stack, "C002", "webchat", **loan_reminder("C002:loan-t3:L4001:2026-12-09:T-3"))
+    reply = customer.say("我明天就还")
+    assert "明天" in reply and "记下" in reply, reply
+    assert outcomes(live_stack, "C002").count("promised") == before + 1
+    # Said again about the same reminder: acknowledged again, recorded once.
+    reply = customer.say("周五之前还上")
+    assert "周五之前" in reply, reply
+    assert outcomes(live_stack, "C002").count("promised") == before + 1
+
+
+def test_a_promise_without_a_date_is_acknowledged_without_one(live_stack, chat) -> None:  # type: ignore[no-untyped-def]
+    customer = chat("C002")
+    send_reminder(live_stack, "C002", "webchat", **loan_reminder("C002:loan-t1:L4001:2026-12-09:T-1"))
+    reply = customer.say("好的我会按时还的")
+    assert "按时还款" in reply, reply
+
+
+def test_a_promise_to_pay_outside_a_reminder_conversation_gets_a_reply_and_records_nothing(  # type: ignore[no-untyped-def]
+    live_stack, chat
+) -> None:
+    customer = chat("C003")
+    before = outcomes(live_stack, "C003").count("promised")
+    reply = customer.say("过两天发工资了就还")
+    assert "还款" in reply, reply
+    assert outcomes(live_stack, "C003").count("promised") == before

@@ -29,6 +29,8 @@ from bankcore.reminders.policy import (
 UTC = dt.UTC
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
+KATHMANDU = ZoneInfo("Asia/Kathmandu")
+AUCKLAND = ZoneInfo("Pacific/Auckland")
 CONFIG = PolicyConfig(
     quiet=QuietHours(dt.time(21), dt.time(8)),
     default_cap=FrequencyCap(2, dt.timedelta(hours=24)),
@@ -88,6 +90,52 @@ def test_quiet_hours_hold_reminders_until_the_window_opens_in_the_customers_zone
     zone: ZoneInfo, now: dt.datetime, expected: object
 ) -> None:
     assert decide(REMINDER, ctx(timezone=zone.key), CONFIG, now) == expected
+
+
+@pytest.mark.parametrize(
+    ("zone", "now", "not_after"),
+    [
+        (SHANGHAI, local(SHANGHAI, 2026, 12, 6, 20, 59, 59), local(SHANGHAI, 2026, 12, 6, 21, 0)),
+        (SHANGHAI, local(SHANGHAI, 2026, 12, 6, 8, 0), local(SHANGHAI, 2026, 12, 6, 21, 0)),
+        (KATHMANDU, dt.datetime(2026, 12, 6, 12, 0, tzinfo=UTC), dt.datetime(2026, 12, 6, 15, 15, tzinfo=UTC)),
+        (NEW_YORK, dt.datetime(2026, 12, 6, 15, 0, tzinfo=UTC), dt.datetime(2026, 12, 7, 2, 0, tzinfo=UTC)),
+        # Auckland in December is on NZDT (+13): its evening begins at 08:00 UTC.
+        (AUCKLAND, dt.datetime(2026, 12, 6, 1, 0, tzinfo=UTC), dt.datetime(2026, 12, 6, 8, 0, tzinfo=UTC)),
+    ],
+)
+def test_a_send_holds_only_until_quiet_hours_begin_in_the_customers_zone(
+    zone: ZoneInfo, now: dt.datetime, not_after: dt.datetime
+) -> None:
+    decision = decide(REMINDER, ctx(timezone=zone.key), CONFIG, now)
+    assert isinstance(decision, Send) and decision.not_after == not_after
+
+
+def test_without_quiet_hours_a_send_holds_for_ever() -> None:
+    config = replace(CONFIG, quiet=QuietHours(dt.time(8), dt.time(8)))
+    decision = decide(REMINDER, ctx(), config, local(SHANGHAI, 2026, 11, 20, 3, 0))
+    assert isinstance(decision, Send) and decision.not_after is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 12, 31)),
+    st.sampled_from(["Asia/Shanghai", "Asia/Kathmandu", "America/New_York", "Europe/London", "Pacific/Auckland"]),
+)
+def test_a_send_decided_at_any_moment_holds_exactly_until_the_next_quiet_hours(
+    naive: dt.datetime, zone_name: str
+) -> None:
+    now = naive.replace(tzinfo=UTC)
+    zone = ZoneInfo(zone_name)
+    decision = decide(REMINDER, ctx(timezone=zone_name), CONFIG, now)
+    if in_quiet_hours(now, zone, CONFIG.quiet):
+        assert isinstance(decision, Wait)
+        return
+    assert isinstance(decision, Send) and decision.not_after is not None
+    # Outside quiet hours up to not_after, inside from it, and that within the 13 hours of a day's window.
+    assert now < decision.not_after <= now + dt.timedelta(hours=13)
+    assert in_quiet_hours(decision.not_after, zone, CONFIG.quiet)
+    assert not in_quiet_hours(decision.not_after - dt.timedelta(microseconds=1), zone, CONFIG.quiet)
+    assert decision.not_after.astimezone(zone).time() == dt.time(21, 0)
 
 
 def test_spring_forward_night_in_new_york_waits_until_8_edt_not_8_est() -> None:
