@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         events_cli,
         foresight_data_cli,
         foresight_model_cli,
+        phone_bench,
         reminders_bench,
         reminders_cli,
         risk_cli,
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     asr_robustness.register(bench)
     reminders_bench.register(bench)
     wecom_bench.register(bench)
+    phone_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )
