@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from channels.ivr import g711
@@ -47,6 +47,8 @@ FRAME_S = 0.020
 LATE_GAP_S = 0.040
 # Decoded PCM above this RMS (16-bit sample units) is speech; the recogniser's own speech level is 300.
 SPEECH_RMS = 300.0
+# A reply is told from what the gateway was already saying by this much quiet before its first loud packet.
+QUIET_BEFORE_REPLY_S = 0.2
 T1 = 0.5
 T2 = 4.0
 _CODEC = g711.PCMU
@@ -129,6 +131,8 @@ class CallerMedia:
         self._script: deque[tuple[bytes, asyncio.Future[float] | None]] = deque()
         self._loop_audio: bytes = b""
         self._loop_position = 0
+        self._sentence_ends: frozenset[int] = frozenset()  # byte offsets in the loop of sentences' last speech
+        self.sentence_ended_at: list[float] = []  # wall times those frames were sent
         self._talking = False
         # Inbound
         self._last_arrival: float | None = None
@@ -152,6 +156,7 @@ class CallerMedia:
         for _, waiter in self._loud_waiters:
             if not waiter.done():
                 waiter.cancel()
+        self._loud_waiters.clear()
         for _, marker in self._script:
             if marker is not None and not marker.done():
                 marker.cancel()
@@ -160,12 +165,14 @@ class CallerMedia:
 
     # -- what the caller says -------------------------------------------------------------------------------
 
-    def loop(self, frames: bytes, start_frame: int = 0) -> None:
-        """Send this PCMU (a whole number of frames) round and round, starting at frame `start_frame`."""
+    def loop(self, frames: bytes, start_frame: int = 0, sentence_ends: Collection[int] = ()) -> None:
+        """Send this PCMU (a whole number of frames) round and round, starting at frame `start_frame`; when a
+        frame in `sentence_ends` (the last with speech of a sentence) is sent, the time goes in `sentence_ended_at`."""
         if len(frames) % FRAME_SAMPLES:
             raise ValueError("the looped audio must be whole 20 ms frames")
         self._loop_audio = frames
         self._loop_position = (start_frame * FRAME_SAMPLES) % max(1, len(frames))
+        self._sentence_ends = frozenset(index * FRAME_SAMPLES for index in sentence_ends)
 
     def say(self, frames: Sequence[bytes], mark: int) -> asyncio.Future[float]:
         """Queue PCMU frames; the future gets the wall time (time.time()) at which frame `mark` was sent."""
@@ -185,6 +192,8 @@ class CallerMedia:
             start = self._loop_position
             payload = self._loop_audio[start : start + FRAME_SAMPLES]
             self._loop_position = (start + FRAME_SAMPLES) % len(self._loop_audio)
+            if start in self._sentence_ends:
+                self.sentence_ended_at.append(time.time())
         else:
             payload = _SILENCE
         speech = payload != _SILENCE

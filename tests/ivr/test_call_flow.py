@@ -29,6 +29,13 @@ pytestmark = pytest.mark.rasa
 
 C001_PHONE = "13801012345"  # C001's reserved mobile (demo bank)
 C001_PIN = "246810"
+# The demo bank's customers with a reserved mobile and a PIN: (customer, phone, PIN).
+DEMO_CALLERS = (
+    ("C001", C001_PHONE, C001_PIN),
+    ("C002", "13911022334", "135790"),
+    ("C003", "13700133221", "864209"),
+    ("C004", "13600144556", "975310"),
+)
 AGENTS = "sip:agents@127.0.0.1:5099"
 
 
@@ -144,12 +151,10 @@ async def test_a_known_caller_is_greeted_asked_for_the_pin_and_served_after_it(l
         assert messages.IVR_PIN_WRONG.format(attempts_left=2) in caller.said()
         await caller.keys(C001_PIN)
         assert caller.call.verified and caller.call.state == "customer"
-        assert caller.said()[-2] == messages.IVR_PIN_OK
-        # The greeting's question (the predicted need) is asked again, and a key answers it: 1 is "yes".
-        question = caller.said()[-1]
-        assert question in opening and ("吗" in question or "？" in question), question
-        await caller.keys("1")
-        assert caller.said()[-1] != question and caller.call.state == "customer"
+        # What follows the PIN depends on the greeting (the foresight model's prediction for this contact, which
+        # the events earlier tests left may change): its question again, or the keypad menu. Both are tested
+        # on their own below; here the caller is served either way.
+        assert messages.IVR_PIN_OK in caller.said()[-2] or caller.said()[-1].startswith(messages.IVR_PIN_OK)
 
         await caller.says("查询余额")
         assert any("余额" in text and "元" in text for text in caller.said()[-3:]), caller.said()[-3:]
@@ -158,6 +163,25 @@ async def test_a_known_caller_is_greeted_asked_for_the_pin_and_served_after_it(l
     assert C001_PIN not in tracker and "111111" not in tracker
     log_text = "".join(p.read_text(errors="replace") for p in Path(live_stack.settings.log_dir).glob("*"))
     assert C001_PIN not in log_text
+
+
+async def test_after_the_pin_the_greetings_question_is_asked_again_and_a_key_answers_it(live_stack: Any) -> None:
+    for customer_id, phone, pin in DEMO_CALLERS:
+        _restart(live_stack, f"ivr:{customer_id}")
+        async with phone_call(live_stack, phone) as caller:
+            opening = "\n".join(caller.said())
+            await caller.keys(pin)
+            assert caller.call.verified and caller.call.state == "customer"
+            if caller.said()[-1].startswith(messages.IVR_PIN_OK):
+                continue  # this customer's greeting asked nothing: the menu followed (tested below)
+            assert caller.said()[-2] == messages.IVR_PIN_OK
+            # The greeting's question (the predicted need) is asked again, and a key answers it: 1 is "yes".
+            question = caller.said()[-1]
+            assert question in opening and ("吗" in question or "？" in question), question
+            await caller.keys("1")
+            assert caller.said()[-1] != question and caller.call.state == "customer"
+            return
+    raise AssertionError("no demo customer's greeting asked a question: the re-ask was never exercised")
 
 
 async def test_three_wrong_pins_leave_only_public_services(live_stack: Any) -> None:
@@ -218,11 +242,7 @@ async def test_hanging_up_during_the_pin_closes_it_and_records_the_call(live_sta
 
 
 async def test_without_a_question_to_answer_the_keypad_menu_follows_the_pin(live_stack: Any) -> None:
-    for customer_id, phone, pin in (
-        ("C002", "13911022334", "135790"),
-        ("C003", "13700133221", "864209"),
-        ("C004", "13600144556", "975310"),
-    ):
+    for customer_id, phone, pin in DEMO_CALLERS:
         _restart(live_stack, f"ivr:{customer_id}")
         async with phone_call(live_stack, phone) as caller:
             await caller.keys(pin)

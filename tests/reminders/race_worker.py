@@ -1,11 +1,13 @@
 """A reminder worker process for the race tests: dispatches to a shared counting file until nothing is left.
 
-`python -m tests.reminders.race_worker URL COUNTS_FILE WORKER_ID [--block-after N --ready FILE]`; with
---block-after the sender hangs (after recording the receipt) once N reminders were sent, so the test can
-SIGKILL it mid-dispatch with claims in hand. --send-delay slows each send (the outage test and the chaos bench
-need a run that lasts); with --delay-after-receipt the channel has the message first and answers after the
-delay, so the receipt's time is the hand-off's. The worker runs `Dispatcher.run`, so it rides out database
-restarts like the real one.
+`python -m tests.reminders.race_worker URL COUNTS_FILE WORKER_ID [--block-after N --ready FILE]`; with --block-
+after the sender hangs (after recording the receipt) once N reminders were sent, so the test can SIGKILL it mid-
+dispatch with claims in hand. With --barrier DIR the worker, once ready to dispatch, touches DIR/WORKER_ID.ready
+and waits for DIR/go, so racing workers start together however slowly each one started up (a loaded machine would
+otherwise let the first one finish alone). --send-delay slows each send (the outage test and the chaos bench need
+a run that lasts); with --delay-after-receipt the channel has the message first and answers after the delay, so
+the receipt's time is the hand-off's. The worker runs `Dispatcher.run`, so it rides out database restarts like the
+real one.
 
 --policy quiet-hours decides with the real policy layer (`policy_decider` with the rules file's policy:
 quiet hours in each customer's zone, consent, caps, settlement, fallback), as `python -m channels.scheduler`
@@ -85,6 +87,16 @@ def nothing_due_or_held(session: Session, now: dt.datetime) -> bool:
     return not pending
 
 
+async def wait_at_barrier(barrier: Path, worker_id: str, timeout_s: float = 120.0) -> None:
+    """Say this worker is ready, then wait for the test's go."""
+    (barrier / f"{worker_id}.ready").touch()
+    waited_until = time.monotonic() + timeout_s
+    while not (barrier / "go").exists():
+        if time.monotonic() > waited_until:
+            raise TimeoutError(f"no go in {barrier} after {timeout_s:g} s")
+        await asyncio.sleep(0.01)
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     engine = make_engine(args.url)
     factory = make_session_factory(engine)
@@ -112,6 +124,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         concurrency=8,
         **policy,
     )
+    if args.barrier:
+        await wait_at_barrier(Path(args.barrier), args.worker_id)
     deadline = time.monotonic() + args.deadline
     started = time.monotonic()
     stop = asyncio.Event()
@@ -162,6 +176,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--block-after", type=int)
     parser.add_argument("--ready", default="")
+    parser.add_argument("--barrier", default="")
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--send-delay", type=float, default=0.0)
     parser.add_argument("--delay-after-receipt", action="store_true")

@@ -60,6 +60,19 @@ def finish(process: subprocess.Popen[str]) -> dict[str, object]:
     return result
 
 
+def release_together(barrier: Path, processes: list[subprocess.Popen[str]], timeout_s: float = 120.0) -> None:
+    """Wait until every worker is ready to dispatch, then let them all go at once."""
+    deadline = time.monotonic() + timeout_s
+    while len(list(barrier.glob("*.ready"))) < len(processes):
+        for process in processes:
+            if process.poll() is not None:
+                raise AssertionError(f"a worker exited before the start: {process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers not ready after {timeout_s:g} s")
+        time.sleep(0.02)
+    (barrier / "go").touch()
+
+
 def delivered_attempts_per_reminder(factory: Factory) -> dict[int, int]:
     with unit_of_work(factory) as session:
         rows = session.execute(
@@ -83,8 +96,11 @@ def test_racing_workers_send_every_reminder_exactly_once(
 ) -> None:
     keys = plan_now(factory, 2000)
     counts = tmp_path / "sent.tsv"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    processes = [start_worker(reminder_db, counts, f"racer-{n}", "--barrier", str(barrier)) for n in range(workers)]
+    release_together(barrier, processes)
     started = time.monotonic()
-    processes = [start_worker(reminder_db, counts, f"racer-{n}") for n in range(workers)]
     results = [finish(process) for process in processes]
     elapsed = time.monotonic() - started
     received = CountingSender.read_counts(counts)
@@ -93,7 +109,11 @@ def test_racing_workers_send_every_reminder_exactly_once(
     assert_all_delivered_once(factory, keys)
     shares = [int(str(result.get("delivered", 0))) for result in results]
     assert sum(shares) == 2000
-    assert sum(1 for share in shares if share > 0) >= 2, f"the workers did not share the work: {shares}"
+    if not reminder_db.startswith("sqlite"):
+        # PostgreSQL claims with SKIP LOCKED, so racing workers split the work. SQLite has one writer at a time
+        # and its busy handler is not fair: one worker may claim every batch while the others wait (seen on a
+        # loaded 2-core machine), which is slower but still exactly once, as checked above.
+        assert sum(1 for share in shares if share > 0) >= 2, f"the workers did not share the work: {shares}"
     print(f"{workers} workers, {reminder_db.split(':')[0]}: 2000 reminders in {elapsed:.2f} s, shares {shares}")
 
 
