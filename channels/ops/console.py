@@ -1,9 +1,6 @@
 """The ops console's pages under /ops/: sign-in, the NLU review inbox, the intents and their examples, the audit log.
 
-Access: a session cookie (HttpOnly, SameSite=Strict, path /ops/) naming a server-side session that expires; every
-POST carries the session's CSRF token (a hidden form field) and, where the browser sends one, an Origin of this
-host. Roles: viewers read, ops change data (see `bankcore.ops_accounts`). Every change is written to the audit
-log with its diff.
+Access and roles are `channels.ops.pages`'s. Every change is written to the audit log with its diff.
 """
 
 from __future__ import annotations
@@ -12,125 +9,37 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import jinja2
 from aiohttp import web
-from sqlalchemy import Engine
 
 from bankcore import ops_accounts
-from bankcore.database import make_engine, unit_of_work
+from bankcore.database import make_engine
 from bankcore.ops_accounts import StaffMember
 from channels.ops import inbox
 from channels.ops.nlu_files import NluData, NluEditError, annotate, file_hash
-from channels.resources import SESSION_FACTORY, SETTINGS
+from channels.ops.pages import COOKIE, MEMBER, TEMPLATES, TRACKER, environment, in_bank, now, render, requires
+from channels.resources import SETTINGS
 
 logger = logging.getLogger(__name__)
 
-COOKIE = "bankbot_ops"
-ROLE_NAMES = {"viewer": "只读", "tester": "测试", "ops": "运营"}
 STATUSES = (("new", "待审"), ("confirmed", "已确认"), ("corrected", "已更正"), ("dismissed", "已忽略"))
 _SPAN = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*:\s*([a-z][a-z0-9_]*)\s*$")
 
-TRACKER = web.AppKey("ops_tracker_engine", Engine)
-MEMBER = web.RequestKey("ops_member", StaffMember)
-CSRF = web.RequestKey("ops_csrf", str)
-TEMPLATES = web.AppKey("ops_templates", jinja2.Environment)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
-def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    member: StaffMember | None = request.get(MEMBER)
-    body = (
-        request.app[TEMPLATES]
-        .get_template(template)
-        .render(
-            member=member,
-            csrf=request.get(CSRF, ""),
-            role_names=ROLE_NAMES,
-            message=request.query.get("msg", ""),
-            error=context.pop("error", ""),
-            **context,
-        )
-    )
-    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
-    # The console shows customers' messages: nothing of it is cached or framed elsewhere.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'"
-    return response
-
-
-async def _in_bank(request: web.Request, work: Callable[[Any], Any]) -> Any:
-    def run() -> Any:
-        with unit_of_work(request.app[SESSION_FACTORY]) as session:
-            return work(session)
-
-    return await asyncio.to_thread(run)
-
-
-def requires(role: str) -> Callable[[Handler], Handler]:
-    """Only signed-in staff with `role` (or higher); a POST must also carry the session's CSRF token."""
-
-    def wrap(handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            token = request.cookies.get(COOKIE, "")
-            found = await _in_bank(request, lambda s: ops_accounts.session_for(s, token, _now()))
-            if found is None:
-                if request.method == "GET":
-                    raise web.HTTPSeeOther("/ops/login")
-                raise web.HTTPUnauthorized(text="signed out or session expired")
-            member, csrf = found
-            if request.method == "POST":
-                form = await request.post()
-                if not ops_accounts.csrf_matches(csrf, str(form.get("csrf", ""))) or not _same_origin(request):
-                    logger.warning("ops request refused: CSRF check failed", extra={"user": member.username})
-                    raise web.HTTPForbidden(text="CSRF check failed")
-            if not member.can(role):
-                raise web.HTTPForbidden(text=f"this needs the {role} role")
-            request[MEMBER], request[CSRF] = member, csrf
-            return await handler(request)
-
-        return guarded
-
-    return wrap
-
-
-def _same_origin(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    if not origin:
-        return True  # older browsers and tools: the CSRF token alone decides
-    return urlsplit(origin).netloc == request.host
-
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    return _render(request, "login.html")
+    return render(request, "login.html")
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
     ttl = dt.timedelta(minutes=request.app[SETTINGS].ops_session_minutes)
-    signed = await _in_bank(request, lambda s: ops_accounts.sign_in(s, username, password, _now(), ttl=ttl))
+    signed = await in_bank(request, lambda s: ops_accounts.sign_in(s, username, password, now(), ttl=ttl))
     if signed is None:
         logger.info("ops sign-in refused", extra={"user": username[:64]})
-        return _render(request, "login.html", status=401, error="用户名或密码不正确。")
+        return render(request, "login.html", status=401, error="用户名或密码不正确。")
     response = web.HTTPSeeOther("/ops/inbox")
     response.set_cookie(
         COOKIE,
@@ -148,7 +57,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @requires("viewer")
 async def logout(request: web.Request) -> web.StreamResponse:
     token = request.cookies.get(COOKIE, "")
-    await _in_bank(request, lambda s: ops_accounts.sign_out(s, token))
+    await in_bank(request, lambda s: ops_accounts.sign_out(s, token))
     response = web.HTTPSeeOther("/ops/login")
     response.del_cookie(COOKIE, path="/ops/")
     raise response
@@ -184,7 +93,7 @@ async def inbox_page(request: web.Request) -> web.StreamResponse:
         items, total = inbox.page(session, where, offset=offset)
         return items, total, inbox.channels(session)
 
-    items, total, channels = await _in_bank(request, load)
+    items, total, channels = await in_bank(request, load)
     data = NluData(request.app[SETTINGS].nlu_data_dir)
     intents = sorted(await asyncio.to_thread(data.intents))
     hashes = {intent: file_hash(data.file_of(intent)) for intent in intents}
@@ -192,7 +101,7 @@ async def inbox_page(request: web.Request) -> web.StreamResponse:
         {k: v for k, v in {"channel": where.channel, "since": where.since, "until": where.until}.items() if v}
         | {"status": where.status}
     )
-    return _render(
+    return render(
         request,
         "inbox.html",
         items=items,
@@ -229,12 +138,12 @@ async def review_item(request: web.Request) -> web.StreamResponse:
         item_id = int(request.match_info["item_id"])
     except ValueError as error:
         raise web.HTTPNotFound() from error
-    item = await _in_bank(request, lambda s: s.get(inbox.OpsInboxItem, item_id))
+    item = await in_bank(request, lambda s: s.get(inbox.OpsInboxItem, item_id))
     if item is None or item.status != "new":
         raise web.HTTPNotFound(text="no such message waiting for review")
     action = str(form.get("action", ""))
     if action == "dismiss":
-        await _in_bank(request, lambda s: _review(s, item_id, "dismissed", member, "dismiss", f"inbox {item_id}", ""))
+        await in_bank(request, lambda s: _review(s, item_id, "dismissed", member, "dismiss", f"inbox {item_id}", ""))
         raise web.HTTPSeeOther("/ops/inbox?" + urlencode({"msg": "已忽略这条消息。"}))
     intent = str(form.get("intent", "")).strip()
     data = NluData(request.app[SETTINGS].nlu_data_dir)
@@ -244,11 +153,11 @@ async def review_item(request: web.Request) -> web.StreamResponse:
             data.add_example, intent, example, expected_hash=str(form.get("file_hash", "")) or None
         )
     except NluEditError as error:
-        return _render(
+        return render(
             request, "message.html", status=409 if error.kind != "invalid" else 400, error=str(error), back="/ops/inbox"
         )
     status = "confirmed" if intent == item.intent else "corrected"
-    await _in_bank(
+    await in_bank(
         request, lambda s: _review(s, item_id, status, member, f"inbox_{status}", f"{edit.file} {intent}", edit.diff)
     )
     message = f"已写入 {edit.file}（意图 {intent}）。"
@@ -256,8 +165,8 @@ async def review_item(request: web.Request) -> web.StreamResponse:
 
 
 def _review(session: Any, item_id: int, status: str, member: StaffMember, action: str, target: str, diff: str) -> None:
-    inbox.review(session, item_id, status, member.username, _now())
-    ops_accounts.audit(session, member, action, target, diff, _now())
+    inbox.review(session, item_id, status, member.username, now())
+    ops_accounts.audit(session, member, action, target, diff, now())
 
 
 @requires("viewer")
@@ -265,7 +174,7 @@ async def intents_page(request: web.Request) -> web.StreamResponse:
     data = NluData(request.app[SETTINGS].nlu_data_dir)
     intents = sorted((await asyncio.to_thread(data.intents)).items())
     hashes = {intent: file_hash(data.directory / examples[0].file) for intent, examples in intents}
-    return _render(request, "intents.html", intents=intents, hashes=hashes, can_edit=request[MEMBER].can("ops"))
+    return render(request, "intents.html", intents=intents, hashes=hashes, can_edit=request[MEMBER].can("ops"))
 
 
 @requires("ops")
@@ -282,23 +191,23 @@ async def add_example(request: web.Request) -> web.StreamResponse:
             expected_hash=str(form.get("file_hash", "")) or None,
         )
     except NluEditError as error:
-        return _render(
+        return render(
             request,
             "message.html",
             status=409 if error.kind != "invalid" else 400,
             error=str(error),
             back="/ops/intents",
         )
-    await _in_bank(
-        request, lambda s: ops_accounts.audit(s, member, "add_example", f"{edit.file} {intent}", edit.diff, _now())
+    await in_bank(
+        request, lambda s: ops_accounts.audit(s, member, "add_example", f"{edit.file} {intent}", edit.diff, now())
     )
     raise web.HTTPSeeOther("/ops/intents?" + urlencode({"msg": f"已添加到 {edit.file}。"}) + f"#intent-{intent}")
 
 
 @requires("ops")
 async def audit_page(request: web.Request) -> web.StreamResponse:
-    entries = await _in_bank(request, ops_accounts.recent_audit)
-    return _render(request, "audit.html", entries=entries)
+    entries = await in_bank(request, ops_accounts.recent_audit)
+    return render(request, "audit.html", entries=entries)
 
 
 async def home(request: web.Request) -> web.StreamResponse:
@@ -313,7 +222,7 @@ async def _tracker(app: web.Application) -> Any:
 
 
 def register(app: web.Application) -> None:
-    app[TEMPLATES] = _environment()
+    app[TEMPLATES] = environment()
     app.cleanup_ctx.append(_tracker)
     app.router.add_get("/ops/", home)
     app.router.add_get("/ops/login", login_page)
