@@ -33,6 +33,8 @@ __all__ = [
     "tokenizer_from_config",
 ]
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where it is built in: ten times faster
+
 #: Character spans (start, end) of the tokens of a text, as Rasa's JiebaTokenizer cuts it.
 Tokenizer = Callable[[str], list[tuple[int, int]]]
 
@@ -163,7 +165,7 @@ def load_nlu(nlu_dir: Path) -> NluData:
     for path in _yaml_files(nlu_dir):
         name = str(path)
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            document = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
         except yaml.YAMLError as exc:
             data.issues.append(LintIssue("error", "yaml_error", f"cannot parse YAML: {exc}", name))
             continue
@@ -206,7 +208,7 @@ def load_domain(domain_dir: Path) -> tuple[set[str], set[str], list[LintIssue]]:
         issues.append(LintIssue("error", "domain_missing", f"no domain YAML files in {domain_dir}", str(domain_dir)))
     for path in files:
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            document = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
         except yaml.YAMLError as exc:
             issues.append(LintIssue("error", "yaml_error", f"cannot parse YAML: {exc}", str(path)))
             continue

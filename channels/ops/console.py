@@ -17,7 +17,7 @@ from aiohttp import web
 from bankcore import ops_accounts
 from bankcore.database import make_engine
 from bankcore.ops_accounts import StaffMember
-from channels.ops import inbox
+from channels.ops import data_browser, inbox
 from channels.ops.nlu_files import NluData, NluEditError, annotate, file_hash
 from channels.ops.pages import COOKIE, MEMBER, TEMPLATES, TRACKER, environment, in_bank, now, render, requires
 from channels.resources import SETTINGS
@@ -115,6 +115,7 @@ async def inbox_page(request: web.Request) -> web.StreamResponse:
         size=inbox.PAGE_SIZE,
         query=query,
         can_edit=request[MEMBER].can("ops"),
+        entities=data_browser.domain_entities(request.app),
     )
 
 
@@ -125,7 +126,7 @@ def _spans(text: str) -> list[tuple[int, int, str]]:
             continue
         match = _SPAN.match(part)
         if match is None:
-            raise NluEditError("invalid", f"entity spans are written start-end:entity, not {part.strip()!r}")
+            raise NluEditError("invalid", f"实体标注应写作 起-止:实体，如 4-6:account_type，而不是 {part.strip()}")
         spans.append((int(match.group(1)), int(match.group(2)), match.group(3)))
     return spans
 
@@ -169,41 +170,6 @@ def _review(session: Any, item_id: int, status: str, member: StaffMember, action
     ops_accounts.audit(session, member, action, target, diff, now())
 
 
-@requires("viewer")
-async def intents_page(request: web.Request) -> web.StreamResponse:
-    data = NluData(request.app[SETTINGS].nlu_data_dir)
-    intents = sorted((await asyncio.to_thread(data.intents)).items())
-    hashes = {intent: file_hash(data.directory / examples[0].file) for intent, examples in intents}
-    return render(request, "intents.html", intents=intents, hashes=hashes, can_edit=request[MEMBER].can("ops"))
-
-
-@requires("ops")
-async def add_example(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    member: StaffMember = request[MEMBER]
-    intent = request.match_info["intent"]
-    data = NluData(request.app[SETTINGS].nlu_data_dir)
-    try:
-        edit = await asyncio.to_thread(
-            data.add_example,
-            intent,
-            str(form.get("text", "")).strip(),
-            expected_hash=str(form.get("file_hash", "")) or None,
-        )
-    except NluEditError as error:
-        return render(
-            request,
-            "message.html",
-            status=409 if error.kind != "invalid" else 400,
-            error=str(error),
-            back="/ops/intents",
-        )
-    await in_bank(
-        request, lambda s: ops_accounts.audit(s, member, "add_example", f"{edit.file} {intent}", edit.diff, now())
-    )
-    raise web.HTTPSeeOther("/ops/intents?" + urlencode({"msg": f"已添加到 {edit.file}。"}) + f"#intent-{intent}")
-
-
 @requires("ops")
 async def audit_page(request: web.Request) -> web.StreamResponse:
     entries = await in_bank(request, ops_accounts.recent_audit)
@@ -230,6 +196,5 @@ def register(app: web.Application) -> None:
     app.router.add_post("/ops/logout", logout)
     app.router.add_get("/ops/inbox", inbox_page)
     app.router.add_post("/ops/inbox/{item_id}/review", review_item)
-    app.router.add_get("/ops/intents", intents_page)
-    app.router.add_post("/ops/intents/{intent}/examples", add_example)
+    data_browser.register(app)  # /ops/intents, /ops/vocabulary, /ops/static/
     app.router.add_get("/ops/audit", audit_page)

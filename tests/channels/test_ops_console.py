@@ -240,13 +240,13 @@ async def test_duplicates_conflicts_and_stale_editors_are_refused_with_a_reason(
     )
     assert greet_hash, "the form carries the file's hash"
     duplicate = await console.post("/ops/intents/check_balance/examples", data={"csrf": csrf, "text": "查余额"})
-    assert duplicate.status == 409 and "already an example of check_balance" in await duplicate.text()
+    assert duplicate.status == 409 and "意图 check_balance 在 accounts.yml 中已有这条例句" in await duplicate.text()
     conflict = await console.post("/ops/intents/greet/examples", data={"csrf": csrf, "text": "查余额"})
-    assert conflict.status == 409 and "is an example of check_balance" in await conflict.text()
+    assert conflict.status == 409 and "同样的句子已是意图 check_balance 的例句" in await conflict.text()
     stale = await console.post(
         "/ops/intents/greet/examples", data={"csrf": csrf, "text": "各位早上好呀", "file_hash": "0000000000000000"}
     )
-    assert stale.status == 409 and "changed since you opened it" in await stale.text()
+    assert stale.status == 409 and "在您打开页面之后已被修改" in await stale.text()
     fresh = await console.post(
         "/ops/intents/greet/examples",
         data={"csrf": csrf, "text": "各位早上好呀", "file_hash": greet_hash.group(1)},
