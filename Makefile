@@ -10,7 +10,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance \
-	bench-risk bench-risk-quality bench-risk-latency bench-voice bench-reminders bench-wecom bench-phone shell clean
+	bench-risk bench-risk-quality bench-risk-latency bench-voice bench-reminders bench-wecom bench-phone bench-ops-swap shell clean
 
 setup:
 	@tools/ensure-apt.sh
@@ -39,7 +39,7 @@ pytest: setup
 test: lint pytest
 
 bench: bench-nlu bench-turns bench-foresight bench-first-utterance bench-risk bench-voice bench-reminders bench-wecom \
-	bench-phone
+	bench-phone bench-ops-swap
 
 bench-nlu: setup
 	$(PY) -m bankbot bench nlu
@@ -109,6 +109,11 @@ bench-phone: setup
 	$(PY) -m bankbot bench phone --out reports/phone/bench.json
 	$(PY) -m bankbot bench phone --part A --no-asr --steps 20,40,60,80,120,160 --calls-max 160 \
 		--out reports/phone/capacity-no-asr.json
+
+# Customers chat through the gateway while the console's promotion path (PUT /model) swaps models back and
+# forth: 0 failed turns, latency during and outside the swaps (docs/benchmarks.md).
+bench-ops-swap: setup
+	$(PY) -m bankbot bench ops-swap --swaps 6 --customers 4 --out reports/ops/swap-bench.json
 
 bench-first-utterance: setup
 	$(PY) -m bankbot train

@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         events_cli,
         foresight_data_cli,
         foresight_model_cli,
+        model_swap_bench,
+        models_cli,
         phone_bench,
         reminders_bench,
         reminders_cli,
@@ -266,11 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     risk_cli.register(commands)
     reminders_cli.register(commands)
     voice_cli.register(commands)
+    models_cli.register(commands)
     voice_bench.register(bench)
     asr_robustness.register(bench)
     reminders_bench.register(bench)
     wecom_bench.register(bench)
     phone_bench.register(bench)
+    model_swap_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )

@@ -759,3 +759,52 @@ class OpsInboxItem(Base):
     status: Mapped[str] = mapped_column(String(16), default="new")  # new | confirmed | corrected | dismissed
     reviewed_by: Mapped[str | None] = mapped_column(String(64))
     reviewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class OpsModel(Base):
+    """A Rasa model the console trained or served: its file, the data it came from, who, when, and the gate.
+
+    Status: candidate (passed the gate, may be promoted), refused (the gate said no), serving (loaded in the
+    Rasa server now), retired (served before: a rollback target).
+    """
+
+    __tablename__ = "ops_models"
+    __table_args__ = (Index("ix_ops_models_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    file_name: Mapped[str] = mapped_column(String(128), unique=True)  # bankbot-<data hash>.tar.gz
+    data_hash: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")  # Rasa's model_id, as GET /status reports it
+    trained_by: Mapped[str] = mapped_column(String(64))
+    trained_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    status: Mapped[str] = mapped_column(String(16))
+    gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    promoted_by: Mapped[str | None] = mapped_column(String(64))
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class OpsModelJob(Base):
+    """A background job of the console (train and gate, promote, roll back), its progress and outcome.
+
+    `active` is 1 while the job is queued or running and NULL after: its unique constraint lets only one job
+    run at a time whatever the number of gateway processes. A job that stops sending heartbeats is failed.
+    """
+
+    __tablename__ = "ops_model_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # train | promote | rollback
+    requested_by: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("ops_models.id"))
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | succeeded | failed
+    phase: Mapped[str] = mapped_column(String(32), default="")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    pid: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[int | None] = mapped_column(Integer, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
