@@ -254,7 +254,7 @@ class NluData:
             raise NluEditError("invalid", "例句不能为空。")
         with self._locked():
             path = self._path(file)
-            self._check_hash(path, expected_hash)
+            self._check_hash(path, expected_hash, required=True)
             example = self._example(intent, file, index, old)
             if new == old:
                 raise NluEditError("invalid", "例句没有改动。")
@@ -265,7 +265,7 @@ class NluData:
         """Delete example number `index` of `intent` in `file`; an intent keeps at least its one last example."""
         with self._locked():
             path = self._path(file)
-            self._check_hash(path, expected_hash)
+            self._check_hash(path, expected_hash, required=True)
             self._example(intent, file, index, old)
             if sum(1 for example in self.examples() if example.intent == intent) <= 1:
                 raise NluEditError(
@@ -341,7 +341,7 @@ class NluData:
         new = _one_line(new, "取值")
         with self._locked():
             path = self._path(file)
-            self._check_hash(path, expected_hash)
+            self._check_hash(path, expected_hash, required=True)
             self._value(kind, name, file, index, old)
             if new == old:
                 raise NluEditError("invalid", "取值没有改动。")
@@ -353,7 +353,7 @@ class NluData:
         self._valid_group(kind, name)
         with self._locked():
             path = self._path(file)
-            self._check_hash(path, expected_hash)
+            self._check_hash(path, expected_hash, required=True)
             self._value(kind, name, file, index, old)
             return self._rewrite(path, self._replacing(kind, name, index, None))
 
@@ -366,7 +366,10 @@ class NluData:
         return path
 
     @staticmethod
-    def _check_hash(path: Path, expected_hash: str | None) -> None:
+    def _check_hash(path: Path, expected_hash: str | None, *, required: bool = False) -> None:
+        """Refuse an editor who saw another version of the file; a change of what exists must say what it saw."""
+        if expected_hash is None and required:
+            raise NluEditError("invalid", "表单缺少文件校验值（file_hash），请刷新页面后重试。")
         if expected_hash is not None and file_hash(path) != expected_hash:
             raise NluEditError(
                 "stale",
