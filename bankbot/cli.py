@@ -101,7 +101,7 @@ def cmd_nlu_check(args: argparse.Namespace) -> int:
     from bankbot.nlu_lint import lint_nlu, run_rasa_validate
 
     layout = ProjectLayout()
-    issues = lint_nlu(layout.nlu_data, layout.domain)
+    issues = lint_nlu(layout.nlu_data, layout.domain, config_path=layout.config, project_root=layout.root)
     for issue in issues:
         colour = "red" if issue.level == "error" else "yellow"
         console.print(f"[{colour}]{issue.level}[/] {issue.code}: {issue.message} ({issue.file})")
