@@ -47,13 +47,17 @@
     return { box, label, select, note, mark };
   }
 
-  function open(text, rect, apply) {
+  // `focus`: move the focus to the entity list (a selection in a message); a selection inside a text field keeps
+  // the focus, so Shift+arrows can go on extending it.
+  function open(text, rect, apply, focus) {
     pending = apply;
     picker.label.textContent = "将“" + text + "”标为";
     picker.note.textContent = "";
     picker.select.hidden = picker.mark.hidden = false;
     place(rect);
-    picker.select.focus();
+    if (focus) {
+      picker.select.focus();
+    }
   }
 
   function warn(message, rect) {
@@ -174,7 +178,7 @@
       row.field.value = spans.map((span) => span.start + "-" + span.end + ":" + span.entity).join(", ");
       row.show();
       selection.removeAllRanges();
-    });
+    }, true);
   }
 
   if (rows.length) {
@@ -215,7 +219,7 @@
       open(chosen, rect, (entity) => {
         input.value = input.value.slice(0, start) + "[" + chosen + "](" + entity + ")" + input.value.slice(end);
         input.focus();
-      });
+      }, false);
     };
     input.addEventListener("mouseup", () => setTimeout(check, 0));
     input.addEventListener("select", check);
