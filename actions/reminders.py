@@ -10,7 +10,6 @@ message metadata, like every gateway turn. Outcomes (acted, promised, declined, 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from decimal import Decimal
 from typing import Any
@@ -21,8 +20,8 @@ from actions.runtime import BankAction, Turn, entity_values
 from bankcore import customers, deposits, loans
 from bankcore.dates import future_date_phrase
 from bankcore.event_store import store_events
-from bankcore.events import MAX_ID_CHARS, Event
 from bankcore.money import format_amount
+from bankcore.reminders.outcomes import outcome_event
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +108,13 @@ def note_reminder_outcome(turn: Turn, outcome: str) -> None:
     key = turn.slot("reminder_key")
     if not key:
         return
-    event = Event(
+    event = outcome_event(
         customer_id=turn.customer_id,
-        ts=turn.now,
         channel=turn.channel,
-        type="reminder_outcome",
-        attrs={"outcome": outcome, "topic": str(turn.slot("reminder_topic") or "")},
-        event_id=f"reminder:{outcome}:{hashlib.sha256(str(key).encode()).hexdigest()[:40]}"[:MAX_ID_CHARS],
+        key=str(key),
+        topic=str(turn.slot("reminder_topic") or ""),
+        outcome=outcome,
+        now=turn.now,
     )
     store_events(turn.session, [event])
 

@@ -443,6 +443,11 @@ class GuestNumbers:
         return f"{GUEST_PREFIX}{self._next:07d}"
 
 
+def _turn_cell(turn_ms: dict[str, float]) -> str:
+    """p50/p95 of sentence end to turn; a dash when no sentence became a turn (recognition off: keypad only)."""
+    return f"{turn_ms['p50']:.0f}/{turn_ms['p95']:.0f}" if turn_ms["n"] else "—"
+
+
 def summarise(samples: Sequence[float]) -> dict[str, float]:
     if not samples:
         return {"n": 0, "p50": 0.0, "p95": 0.0, "max": 0.0}
@@ -506,7 +511,7 @@ async def _capacity(
             console.print(
                 f"  late frames {step['gateway_underruns']}/{step['gateway_packets_out']} "
                 f"({step['underrun_ratio'] * 100:.3f}%), failed calls {step['failed_calls']}, "
-                f"sentence end to turn p95 {step['turn_ms']['p95']:.0f} ms, "
+                f"sentence end to turn p50/p95 {_turn_cell(step['turn_ms'])} ms, "
                 f"recogniser drops {step['gateway_audio_dropped']}, "
                 f"gateway CPU {step['gateway_cpu_percent']:.0f}%"
             )
@@ -870,7 +875,7 @@ def print_result(result: dict[str, Any]) -> None:
                 f"{step['gateway_underruns']}/{step['gateway_packets_out']} ({step['underrun_ratio'] * 100:.3f}%)",
                 f"{step['caller_late_gaps']} ({step['caller_late_gaps_while_playing']})"
                 f"/{step['caller_packets_received']}",
-                f"{step['turn_ms']['p50']:.0f}/{step['turn_ms']['p95']:.0f}",
+                _turn_cell(step["turn_ms"]),
                 f"{step['dialogue_turns']}/{step['sentences_spoken']}",
                 str(step["gateway_audio_dropped"]),
                 f"{step['settle_s']:.1f}",

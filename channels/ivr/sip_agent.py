@@ -58,7 +58,10 @@ MAX_SIP_BYTES = 16_384
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY"
 # Methods we know and refuse (405, with Allow) rather than "not implemented" (501).
 _KNOWN_REFUSED = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "UPDATE", "PRACK"})
-_REMEMBERED_TRANSACTIONS = 4096
+_REMEMBERED_TRANSACTIONS = 4096  # a ceiling for floods; normally time forgets them first
+# A server transaction is kept to absorb retransmissions for 64*T1 after it began (RFC 3261 17.2.2 Timer J for
+# non-INVITE over UDP; RFC 6026 Timer L for an accepted INVITE), then forgotten, so memory follows the call rate.
+_TRANSACTION_MEMORY_S = 64 * T1
 _DTMF_RELAY = re.compile(r"^\s*signal\s*=\s*(\S)", re.IGNORECASE | re.MULTILINE)
 _SIPFRAG_STATUS = re.compile(r"^SIP/2\.0\s+(\d{3})")
 # Minimal header sniffing for messages the parser refused, so the sender still gets a 400 (not silence).
@@ -115,6 +118,7 @@ class _ServerTransaction:
     response: bytes | None = None
     final: bool = False
     acked: asyncio.Event | None = None
+    created: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -298,6 +302,21 @@ class SipAgent(asyncio.DatagramProtocol):
 
     # -- requests -------------------------------------------------------------------------------------------
 
+    def _forget_old_transactions(self) -> None:
+        """Drop server transactions older than 64*T1, oldest first (and the oldest beyond the ceiling). One not
+        answered finally yet is still in progress: it is kept, and looked at again later."""
+        now = time.monotonic()
+        while self._server_tx:
+            key, oldest = next(iter(self._server_tx.items()))
+            over_ceiling = len(self._server_tx) >= _REMEMBERED_TRANSACTIONS
+            if now - oldest.created <= _TRANSACTION_MEMORY_S and not over_ceiling:
+                return
+            if not oldest.final and not over_ceiling:
+                oldest.created = now
+                self._server_tx.move_to_end(key)
+                continue
+            self._server_tx.popitem(last=False)
+
     def _on_request(self, request: SipMessage, addr: tuple[str, int]) -> None:
         method = request.method or ""
         if method == "ACK":
@@ -314,9 +333,8 @@ class SipAgent(asyncio.DatagramProtocol):
             if known.response is not None:
                 self._send(known.response, addr)
             return
+        self._forget_old_transactions()
         self._server_tx[key] = _ServerTransaction(request, addr)
-        while len(self._server_tx) > _REMEMBERED_TRANSACTIONS:
-            self._server_tx.popitem(last=False)
         unsupported = [
             option.strip()
             for value in request.header_values("Require")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from channels.ivr import sip_agent
 from channels.ivr.media import CallControl, CallInfo
 from channels.ivr.rtp import parse_rtp
 from channels.ivr.sip_agent import SipAgent, SipSettings
@@ -148,6 +149,25 @@ async def test_info_dtmf_is_answered_200_and_delivered_once_despite_retransmissi
         await peer.expect(status=200)
     await asyncio.sleep(0.2)
     assert agent.handlers[0].digits == ["1", "2", "#"]
+
+
+async def test_a_retransmission_is_absorbed_for_64_t1_and_then_forgotten(
+    agent: Agent, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sip_agent, "_TRANSACTION_MEMORY_S", 0.3)
+    options = request("OPTIONS", peer, agent.port, branch="z9hG4bK-remembered")
+    peer.send(options, agent.port)
+    await peer.expect(status=200)
+    peer.send(options, agent.port)
+    await peer.expect(status=200)
+    assert agent.agent.stats.retransmissions_absorbed == 1
+    await asyncio.sleep(0.4)
+    # A new request makes the agent forget transactions older than 64*T1: the old one is a new request now.
+    peer.send(request("OPTIONS", peer, agent.port, branch="z9hG4bK-later"), agent.port)
+    await peer.expect(status=200)
+    peer.send(options, agent.port)
+    await peer.expect(status=200)
+    assert agent.agent.stats.retransmissions_absorbed == 1
 
 
 async def test_info_outside_any_call_is_still_answered_200(agent: Agent, peer: Peer) -> None:
