@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -336,8 +338,16 @@ def cmd_ops_add_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # `kill` (SIGTERM) ends a command as Ctrl-C would: finally blocks run, so a bench or `bankbot run` stops the
+    # Rasa, action and gateway processes it started instead of leaving them behind.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and threading.current_thread() is threading.main_thread():  # run as a program, not called
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return int(args.handler(args))
 
 
