@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         foresight_model_cli,
         model_swap_bench,
         models_cli,
+        ops_inbox_bench,
         phone_bench,
         reminders_bench,
         reminders_cli,
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     reminders_bench.register(bench)
     wecom_bench.register(bench)
     phone_bench.register(bench)
+    ops_inbox_bench.register(bench)
     model_swap_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True

@@ -124,6 +124,8 @@ class Settings:
     # The ops console: the NLU data it edits, and how long a staff session lasts without signing in again.
     nlu_data_dir: Path = PROJECT_ROOT / "nlu_data"
     ops_session_minutes: int = 480
+    # The test stories testers run and save conversations into (tests point it at a temporary copy).
+    test_stories_dir: Path = PROJECT_ROOT / "bot" / "tests"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -215,5 +217,6 @@ class Settings:
             audiosocket_port=int(env.get("BANKBOT_AUDIOSOCKET_PORT", "0")),
             nlu_data_dir=Path(env.get("BANKBOT_NLU_DATA_DIR", str(PROJECT_ROOT / "nlu_data"))).resolve(),
             ops_session_minutes=int(env.get("BANKBOT_OPS_SESSION_MINUTES", "480")),
+            test_stories_dir=Path(env.get("BANKBOT_TEST_STORIES_DIR", str(PROJECT_ROOT / "bot" / "tests"))).resolve(),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

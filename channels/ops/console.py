@@ -17,7 +17,7 @@ from aiohttp import web
 from bankcore import ops_accounts
 from bankcore.database import make_engine
 from bankcore.ops_accounts import StaffMember
-from channels.ops import data_browser, inbox, models_page
+from channels.ops import dashboard, data_browser, inbox, models_page, stories
 from channels.ops.nlu_files import NluData, NluEditError, annotate, file_hash
 from channels.ops.pages import COOKIE, MEMBER, TEMPLATES, TRACKER, environment, in_bank, now, render, requires
 from channels.resources import SETTINGS
@@ -198,4 +198,6 @@ def register(app: web.Application) -> None:
     app.router.add_post("/ops/inbox/{item_id}/review", review_item)
     data_browser.register(app)  # /ops/intents, /ops/vocabulary, /ops/static/
     app.router.add_get("/ops/audit", audit_page)
+    stories.register(app)
+    dashboard.register(app)
     models_page.register(app)
