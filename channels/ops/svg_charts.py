@@ -6,6 +6,7 @@ No script and no library: each function returns an `<svg>` element as markup, wi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -40,6 +41,20 @@ def _x_positions(count: int) -> list[float]:
     if count == 1:
         return [_LEFT + inner / 2]
     return [_LEFT + inner * i / (count - 1) for i in range(count)]
+
+
+def _bands(count: int) -> list[float]:
+    """Centres of `count` equal bands across the plot (bars stay inside the axes)."""
+    inner = _WIDTH - _LEFT - _RIGHT
+    return [_LEFT + inner * (i + 0.5) / count for i in range(count)]
+
+
+def _nice(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `value` (a readable axis top)."""
+    if value <= 0:
+        return 1.0
+    scale = 10 ** math.floor(math.log10(value))
+    return next(step * scale for step in (1, 2, 2.5, 5, 10) if step * scale >= value)
 
 
 def _y(value: float, top: float) -> float:
@@ -100,7 +115,7 @@ def line_chart(
     if not labels:
         return _svg(title, [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle">无数据</text>'], chart)
     highest = max((v for s in series for v in s.values if v is not None), default=0.0)
-    top = top if top is not None else (highest * 1.1 or 1.0)
+    top = top if top is not None else _nice(highest * 1.05)
     xs = _x_positions(len(labels))
     body = _axes(labels, top, fmt, xs)
     for index, line in enumerate(series):
@@ -130,7 +145,7 @@ def stacked_shares(title: str, labels: Sequence[str], parts: Sequence[Series], *
     """One bar per label, split into each part's share of that label's total (counts in, shares drawn)."""
     if not labels:
         return _svg(title, [f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle">无数据</text>'], chart)
-    xs = _x_positions(len(labels))
+    xs = _bands(len(labels))
     inner = _WIDTH - _LEFT - _RIGHT
     width = max(2.0, min(40.0, inner / len(labels) * 0.7))
     body = _axes(labels, 1.0, percent, xs)

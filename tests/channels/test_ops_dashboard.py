@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,13 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from bankcore import customer_care, ops_accounts
-from bankcore.database import unit_of_work
-from channels.ops import svg_charts
+from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
+from bankcore.models import OpsInboxItem
+from channels.ops import dashboard, svg_charts
 from tests.channels.support import FakeRasa
 from tests.channels.test_ops_console import NOW, PASSWORD, sign_in
 from tests.channels.test_ops_stories import _action, _user, plant
+from tests.pg_server import PostgresServer, find_bin_dir
 
 DAY1 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 DAY2 = dt.datetime(2026, 11, 3, 15, 0, tzinfo=dt.UTC)
@@ -131,3 +133,69 @@ def test_charts_are_plain_svg_with_gaps_and_escaped_labels() -> None:
     assert chart.count("<circle") == 2 and "<polyline" not in chart  # two points with a gap between: no line
     empty = svg_charts.line_chart("none", [], [])
     assert "无数据" in empty
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL binaries not installed (Debian: apt-get install postgresql)")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def bank_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'bank.db'}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database("dashboard")
+    migrate(url)
+    return url
+
+
+def test_the_same_figures_in_sqlite_and_postgresql(bank_url: str) -> None:
+    """Buckets are computed in SQL, with each dialect's own date functions: both must cut days and hours in UTC."""
+    engine = make_engine(bank_url)
+    rows = [
+        # 23:30 UTC on 2 November is 07:30 on the 3rd in Beijing: it belongs to the 2nd (the dashboard is UTC).
+        ("webchat", "A", dt.datetime(2026, 11, 2, 23, 30, tzinfo=dt.UTC), "nlu_fallback", 0.2, True),
+        ("webchat", "A", dt.datetime(2026, 11, 2, 23, 45, tzinfo=dt.UTC), "check_balance", 0.9, False),
+        ("webchat", "B", dt.datetime(2026, 11, 3, 0, 15, tzinfo=dt.UTC), "human_handoff", 0.7, False),
+    ]
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            for number, (channel, conversation, ts, intent, confidence, fallback) in enumerate(rows, start=1):
+                session.add(
+                    OpsInboxItem(
+                        event_id=number,
+                        conversation=f"{channel}:{conversation}",
+                        channel=channel,
+                        ts=ts,
+                        text="……",
+                        intent=intent,
+                        confidence=confidence,
+                        entities=[],
+                        is_fallback=fallback,
+                        status="new",
+                    )
+                )
+            customer_care.request_handoff(
+                session, None, reason="asked", channel="webchat", now=dt.datetime(2026, 11, 3, 0, 20, tzinfo=dt.UTC)
+            )
+        with unit_of_work(make_session_factory(engine)) as session:
+            daily = dashboard.figures(session, since=dt.date(2026, 11, 1), until=dt.date(2026, 11, 3))
+            hourly = dashboard.figures(session, since=dt.date(2026, 11, 2), until=dt.date(2026, 11, 3))
+    finally:
+        engine.dispose()
+    by_day = {b.label: b for b in daily.buckets}
+    assert (by_day["2026-11-02"].messages, by_day["2026-11-02"].fallbacks) == (2, 1)
+    assert by_day["2026-11-02"].mean_confidence == pytest.approx(0.55)
+    assert (by_day["2026-11-03"].handoffs, by_day["2026-11-03"].conversations) == (1, 1)
+    assert by_day["2026-11-03"].handoff_rate == 1.0 and by_day["2026-11-01"].messages == 0
+    assert hourly.hourly and len(hourly.buckets) == 48
+    busy = {b.label: (b.messages, b.handoffs) for b in hourly.buckets if b.messages or b.handoffs}
+    assert busy == {"2026-11-02 23": (2, 0), "2026-11-03 00": (1, 1)}
+    assert daily.intents == [("check_balance", 1), ("human_handoff", 1), ("nlu_fallback", 1)]
