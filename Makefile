@@ -118,9 +118,11 @@ bench-ops-swap: setup
 
 # The ops console with 100,000 customer messages in the tracker store: the first inbox page (which syncs them all into
 # the indexed ops_inbox table), then inbox pages under several filters, first to last page, and the dashboard, over
-# HTTP against the gateway in its own process; p50/p95 per page, every inbox page's p95 must stay under 1 s.
+# HTTP against the gateway in its own process; p50/p95 per page, every inbox page's p95 must stay under 1 s. On SQLite,
+# then with the bank and the tracker store on a throwaway PostgreSQL.
 bench-ops-inbox: setup
 	$(PY) -m bankbot bench ops-inbox --messages 100000 --out reports/ops/inbox-bench.json
+	$(PY) -m bankbot bench ops-inbox --messages 100000 --postgres --out reports/ops/inbox-bench-postgres.json
 
 bench-first-utterance: setup
 	$(PY) -m bankbot train

@@ -9,7 +9,7 @@ process (`python -m channels`, as deployed); an ops member signs in over HTTP an
 1. the first inbox page, which copies all messages into the indexed `ops_inbox` table (the one-time sync);
 2. inbox pages under several filters, first and deep pages (each repeated; p50/p95/max of the full response);
 3. the first page after 1,000 more messages arrived (the incremental sync in the request);
-4. the dashboard over 14 and 30 days, all channels and one.
+4. the dashboard over 14 and 30 days, all channels and one, and the testers' list of conversations.
 
 The bar: every inbox page's p95 under 1 s. Figures go to stdout and `--out` (JSON).
 """
@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import ClientSession, CookieJar
 from rich.console import Console
 from rich.table import Table
@@ -41,6 +41,7 @@ from bankbot.stack import bench_env
 from bankbot.turn_bench import percentile
 from bankcore import ops_accounts
 from bankcore.database import make_engine, make_session_factory, migrate, unit_of_work
+from bankcore.settings import Settings
 from channels.ops.nlu_files import NluData
 
 console = Console(soft_wrap=True)
@@ -63,11 +64,18 @@ _FALLBACK_TEXTS = (
     "刚才那个不对",
     "就那个",
 )
-_TRACKER_DDL = (
-    "CREATE TABLE IF NOT EXISTS events (id INTEGER NOT NULL PRIMARY KEY, sender_id VARCHAR(255) NOT NULL, "
-    "type_name VARCHAR(255) NOT NULL, timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255), "
-    "data TEXT)",
-    "CREATE INDEX IF NOT EXISTS ix_events_sender_id ON events (sender_id)",
+# Rasa 3.6's SQLTrackerStore table (rasa/core/tracker_store.py, SQLEvent), with its index on sender_id.
+_TRACKER = sa.MetaData()
+EVENTS = sa.Table(
+    "events",
+    _TRACKER,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sender_id", sa.String(255), nullable=False, index=True),
+    sa.Column("type_name", sa.String(255), nullable=False),
+    sa.Column("timestamp", sa.Float),
+    sa.Column("intent_name", sa.String(255)),
+    sa.Column("action_name", sa.String(255)),
+    sa.Column("data", sa.Text),
 )
 
 
@@ -107,8 +115,8 @@ def _message(rng: random.Random, examples: Sequence[tuple[str, str]]) -> tuple[s
     return text, intent, confidence
 
 
-def fill_tracker(path: Path, messages: int, *, seed: int, start_id: int = 1, days: int = 30) -> int:
-    """Append `messages` customer turns (4 events each) to Rasa's SQL tracker store at `path`; the next id."""
+def fill_tracker(url: str, messages: int, *, seed: int, start_id: int = 1, days: int = 30) -> int:
+    """Append `messages` customer turns (4 events each) to Rasa's SQL tracker store at `url`; the next id."""
     rng = random.Random(seed)
     examples = _examples(ProjectLayout().root)
     names = [name for name, _ in CHANNELS]
@@ -117,9 +125,10 @@ def fill_tracker(path: Path, messages: int, *, seed: int, start_id: int = 1, day
     end = time.time()
     rows: list[tuple[Any, ...]] = []
     event_id = start_id
-    with sqlite3.connect(path) as db:
-        for statement in _TRACKER_DDL:
-            db.execute(statement)
+    engine = make_engine(url)
+    _TRACKER.create_all(engine)
+    columns = [column.name for column in EVENTS.columns]
+    with engine.begin() as db:
         times = sorted(end - rng.uniform(0, days * 86400) for _ in range(messages))
         for stamp in times:
             channel = rng.choices(names, weights)[0]
@@ -146,9 +155,11 @@ def fill_tracker(path: Path, messages: int, *, seed: int, start_id: int = 1, day
             ]
             event_id += 4
             if len(rows) >= 20000:
-                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.execute(EVENTS.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
                 rows.clear()
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        if rows:
+            db.execute(EVENTS.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+    engine.dispose()
     return event_id
 
 
@@ -218,7 +229,7 @@ def _total(body: str) -> int:
     return int(match.group(1))
 
 
-async def _measure(base: str, repeats: int, tracker: Path, next_id: int, seed: int) -> dict[str, Any]:
+async def _measure(base: str, repeats: int, tracker: str, next_id: int, seed: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     # unsafe=True: keep cookies of an IP address host (the gateway on 127.0.0.1).
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
@@ -261,6 +272,8 @@ async def _measure(base: str, repeats: int, tracker: Path, next_id: int, seed: i
             ("dashboard, 30 days", f"/ops/dashboard?since={today - dt.timedelta(days=29)}&until={today}"),
             ("dashboard, 30 days, one channel", f"/ops/dashboard?channel=wecom&since={today - dt.timedelta(days=29)}"),
             ("dashboard, 1 day (hourly)", f"/ops/dashboard?since={today}&until={today}"),
+            ("conversations to save as stories", "/ops/stories/conversations"),
+            ("conversations, one channel, page 100", "/ops/stories/conversations?channel=webchat&offset=4950"),
         ):
             timing, _ = await _time(http, base, name, path, max(3, repeats // 2), inbox=False)
             timings.append(timing)
@@ -268,17 +281,20 @@ async def _measure(base: str, repeats: int, tracker: Path, next_id: int, seed: i
     return result
 
 
-def run_bench(messages: int, repeats: int, seed: int, out: Path | None, keep: Path | None) -> dict[str, Any]:
+def run_bench(
+    messages: int, repeats: int, seed: int, out: Path | None, keep: Path | None, *, database_url: str | None = None
+) -> dict[str, Any]:
+    """The bench on SQLite under a work folder, or on `database_url` (PostgreSQL: bank and tracker store there)."""
     work = keep or Path(tempfile.mkdtemp(prefix="bankbot-ops-inbox-"))
     var_dir = work / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
-    env = bench_env(var_dir)
+    env = bench_env(var_dir, **({"BANKBOT_DATABASE_URL": database_url} if database_url else {}))
     migrate(env["BANKBOT_DATABASE_URL"])
     engine = make_engine(env["BANKBOT_DATABASE_URL"])
     with unit_of_work(make_session_factory(engine)) as session:
         ops_accounts.add_user(session, "bench", PASSWORD, "ops", dt.datetime.now(dt.UTC))
     engine.dispose()
-    tracker = var_dir / "tracker.db"
+    tracker = Settings.from_env(env).tracker_store_url
     started = time.monotonic()
     next_id = fill_tracker(tracker, messages, seed=seed)
     fill_seconds = time.monotonic() - started
@@ -305,7 +321,7 @@ def run_bench(messages: int, repeats: int, seed: int, out: Path | None, keep: Pa
         repeats=repeats,
         seed=seed,
         machine=f"{os.cpu_count()} CPUs",
-        database="SQLite (bank and tracker store)",
+        database="PostgreSQL (bank and tracker store)" if database_url else "SQLite (bank and tracker store)",
         bar_ms=BAR_SECONDS * 1000,
     )
     inbox_p95 = max(t["p95_ms"] for t in result["timings"] if t["inbox"])
@@ -349,9 +365,24 @@ def register(bench: Any) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("reports/ops/inbox-bench.json"))
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and leave it (default: temp)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="on a throwaway PostgreSQL (Debian's package) instead of SQLite"
+    )
     parser.set_defaults(handler=cmd_bench_ops_inbox)
 
 
 def cmd_bench_ops_inbox(args: argparse.Namespace) -> int:
-    result = run_bench(args.messages, args.repeats, args.seed, args.out, args.keep)
+    if not args.postgres:
+        result = run_bench(args.messages, args.repeats, args.seed, args.out, args.keep)
+        return 0 if result["passed"] else 1
+    import importlib
+
+    # The test suite's throwaway server (as the reminders bench uses it); the type checker stays out of tests.
+    pg: Any = importlib.import_module("tests.pg_server")
+    server = pg.PostgresServer().start()
+    try:
+        url = server.create_database("ops_inbox_bench")
+        result = run_bench(args.messages, args.repeats, args.seed, args.out, args.keep, database_url=url)
+    finally:
+        server.stop()
     return 0 if result["passed"] else 1

@@ -743,6 +743,9 @@ class OpsInboxItem(Base):
     __tablename__ = "ops_inbox"
     __table_args__ = (
         Index("ix_ops_inbox_review", "status", "is_fallback", "confidence"),
+        # The review queue within a channel, and a status over a date range (migration 0008).
+        Index("ix_ops_inbox_channel_review", "status", "channel", "is_fallback", "confidence"),
+        Index("ix_ops_inbox_status_ts", "status", "ts"),
         Index("ix_ops_inbox_channel_ts", "channel", "ts"),
     )
 

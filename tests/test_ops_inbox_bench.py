@@ -10,7 +10,7 @@ from bankbot.ops_inbox_bench import fill_tracker, run_bench
 
 def test_the_planted_tracker_store_looks_like_rasas(tmp_path: Path) -> None:
     path = tmp_path / "tracker.db"
-    next_id = fill_tracker(path, 200, seed=3)
+    next_id = fill_tracker(f"sqlite:///{path}", 200, seed=3)
     with sqlite3.connect(path) as db:
         types = dict(db.execute("SELECT type_name, COUNT(*) FROM events GROUP BY type_name").fetchall())
         channels = {row[0].split(":")[0] for row in db.execute("SELECT DISTINCT sender_id FROM events")}

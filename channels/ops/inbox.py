@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Engine, false, func, insert, select, text, true
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -115,13 +115,25 @@ def page(
         query = query.where(
             OpsInboxItem.ts < dt.datetime.combine(where.until + dt.timedelta(days=1), dt.time(), dt.UTC)
         )
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    order = (OpsInboxItem.is_fallback.desc(), OpsInboxItem.confidence, OpsInboxItem.id)
-    # A deferred join: the deep OFFSET walks and sorts ids only, then the page's 50 rows are read. Sorting whole
-    # rows to skip 50,000 of them took 0.5 s at 100,000 messages (`make bench-ops-inbox`).
-    ids = query.with_only_columns(OpsInboxItem.id).order_by(*order).offset(offset).limit(size)
-    rows = session.scalars(select(OpsInboxItem).where(OpsInboxItem.id.in_(ids.scalar_subquery())).order_by(*order))
-    return list(rows.all()), total
+    total = session.scalar(query.with_only_columns(func.count())) or 0
+    # Fallbacks first, then the rest, each by rising confidence: two walks of an ascending index
+    # ((status[, channel], is_fallback, confidence)) instead of one sort of every matching row, which a mixed
+    # `is_fallback DESC, confidence` order needs. Only ids are paged; the page's rows are read last.
+    fallbacks = session.scalar(query.with_only_columns(func.count()).where(OpsInboxItem.is_fallback == true())) or 0
+    ids: list[int] = []
+    for part, skip in ((True, offset), (False, max(0, offset - fallbacks))):
+        if len(ids) >= size or (part and offset >= fallbacks):
+            continue
+        ids += session.scalars(
+            query.with_only_columns(OpsInboxItem.id)
+            .where(OpsInboxItem.is_fallback == (true() if part else false()))
+            .order_by(OpsInboxItem.confidence, OpsInboxItem.id)
+            .offset(skip)
+            .limit(size - len(ids))
+        ).all()
+    rows = session.scalars(select(OpsInboxItem).where(OpsInboxItem.id.in_(ids))).all() if ids else []
+    position = {item_id: index for index, item_id in enumerate(ids)}
+    return sorted(rows, key=lambda item: position[item.id]), total
 
 
 def channels(session: Session) -> list[str]:
