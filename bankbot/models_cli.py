@@ -23,6 +23,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tarfile
 import tempfile
 import textwrap
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bankbot.layout import ProjectLayout, subprocess_env
@@ -48,13 +50,14 @@ from bankcore.ops_accounts import StaffMember
 from bankcore.settings import Settings
 
 # Bump when the evaluation changes meaning, so cached figures are not reused.
-EVALUATION_VERSION = "1"
+EVALUATION_VERSION = "2"
 FALLBACK_INTENT = "nlu_fallback"
 HEARTBEAT_SECONDS = 5.0
 # How long Rasa may take to load a model on PUT /model (it loads, then swaps; the old model serves meanwhile).
 LOAD_TIMEOUT_SECONDS = 600.0
 
-# Runs inside the Rasa environment: one model load, then the held-out texts and the test stories.
+# Runs inside the Rasa environment: one model load, then the held-out texts and the test stories end to end
+# (as `rasa test e2e`: each user message is parsed by the model, so NLU damage fails the story it breaks).
 _EVALUATE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, logging, os, sys
@@ -70,7 +73,8 @@ _EVALUATE_SCRIPT = textwrap.dedent(
         for text in texts:
             parsed = await agent.parse_message(text)
             intents.append((parsed.get("intent") or {}).get("name") or "")
-        await test_stories(stories, agent, out_directory=out_dir, disable_plotting=True, warnings=False)
+        os.makedirs(out_dir, exist_ok=True)
+        await test_stories(stories, agent, out_directory=out_dir, e2e=True, disable_plotting=True, warnings=False)
         report = json.load(open(os.path.join(out_dir, "story_report.json"), encoding="utf-8"))
         conversations = report.get("conversation_accuracy") or {}
         failed = []
@@ -216,8 +220,12 @@ class JobReporter:
         with self._lock:
             phase, progress, tail = self.phase, self.progress, "\n".join(self._lines)
             self._last_write = time.monotonic()
-        with self._factory() as session, session.begin():
-            model_registry.report(session, self.job_id, phase, progress, tail, _now())
+        try:
+            with self._factory() as session, session.begin():
+                model_registry.report(session, self.job_id, phase, progress, tail, _now())
+        except SQLAlchemyError as error:
+            # A busy or briefly unreachable database must not fail a training; the next report tries again.
+            print(f"progress report failed: {error}", file=sys.stderr, flush=True)
 
 
 def _now() -> dt.datetime:
