@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bankbot.layout import ProjectLayout, subprocess_env
+from bankbot.training import rasa_train_command
 from bankcore import model_registry, ops_accounts
 from bankcore.model_registry import EvaluationFigures
 from bankcore.models import OpsModel, OpsModelJob, OpsUser
@@ -285,23 +286,7 @@ def train_candidate(layout: ProjectLayout, nlu_dir: Path, reporter: JobReporter,
                     reporter.update(progress=low + int((high - low) * fraction))
                 reporter.line(text, overwritable=redraw)
 
-            command = [
-                str(layout.rasa_python),
-                "-m",
-                "rasa",
-                "train",
-                "--domain",
-                str(layout.domain),
-                "--data",
-                str(nlu_dir),
-                str(layout.dialogue_data),
-                "--config",
-                str(layout.config),
-                "--out",
-                str(work),
-                "--fixed-model-name",
-                name.removesuffix(".tar.gz"),
-            ]
+            command = rasa_train_command(layout, nlu_dir=nlu_dir, out_dir=work, name=name)
             reporter.line(f"training {name}...")
             started = time.monotonic()
             code = _stream(command, layout.root, subprocess_env(), on_line)

@@ -58,23 +58,7 @@ def _ensure_trained_locked(layout: ProjectLayout, *, force: bool, log: bool) -> 
             print(f"model {target.name}: reused from the cache")
         return target
     started = time.monotonic()
-    command = [
-        str(layout.rasa_python),
-        "-m",
-        "rasa",
-        "train",
-        "--domain",
-        str(layout.domain),
-        "--data",
-        str(layout.nlu_data),
-        str(layout.dialogue_data),
-        "--config",
-        str(layout.config),
-        "--out",
-        str(layout.models),
-        "--fixed-model-name",
-        target.name.removesuffix(".tar.gz"),
-    ]
+    command = rasa_train_command(layout, nlu_dir=layout.nlu_data, out_dir=layout.models, name=target.name)
     if log:
         print(f"training {target.name} (inputs changed)...", flush=True)
     subprocess.run(command, cwd=layout.root, env=subprocess_env(), check=True)
@@ -84,6 +68,28 @@ def _ensure_trained_locked(layout: ProjectLayout, *, force: bool, log: bool) -> 
     if log:
         print(f"trained {target.name} in {time.monotonic() - started:.0f} s")
     return target
+
+
+def rasa_train_command(layout: ProjectLayout, *, nlu_dir: Path, out_dir: Path, name: str) -> list[str]:
+    """`rasa train` of the project's domain, stories and config with the NLU data in `nlu_dir`, writing the model
+    `out_dir/name` (name ends in .tar.gz)."""
+    return [
+        str(layout.rasa_python),
+        "-m",
+        "rasa",
+        "train",
+        "--domain",
+        str(layout.domain),
+        "--data",
+        str(nlu_dir),
+        str(layout.dialogue_data),
+        "--config",
+        str(layout.config),
+        "--out",
+        str(out_dir),
+        "--fixed-model-name",
+        name.removesuffix(".tar.gz"),
+    ]
 
 
 def _prune(folder: Path, keep: Path) -> None:
