@@ -68,7 +68,7 @@ def _requested_count(text: str) -> int:
         return _HISTORY_DEFAULT_COUNT
     token = match.group(1).translate(str.maketrans("０１２３４５６７８９", "0123456789"))
     try:
-        count = int(token) if token.isdigit() else int(cn2an.cn2an(token.replace("两", "二"), "smart"))
+        count = int(token) if token.isdecimal() else int(cn2an.cn2an(token.replace("两", "二"), "smart"))
     except ValueError:
         return _HISTORY_DEFAULT_COUNT
     return max(1, min(count, _HISTORY_MAX_COUNT))

@@ -26,7 +26,7 @@ class DateRange:
 
 def _number(text: str) -> int:
     text = text.translate(str.maketrans("０１２３４５６７８９", "0123456789"))
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     return int(cn2an.cn2an(text.replace("两", "二"), "smart"))
 

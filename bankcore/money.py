@@ -91,7 +91,7 @@ def _chinese_number(text: str) -> Decimal:
 
 
 def _digit(text: str) -> int:
-    return int(text) if text.isdigit() else _DIGIT_VALUE[text]
+    return int(text) if text.isdecimal() else _DIGIT_VALUE[text]
 
 
 def _number(text: str) -> Decimal:

@@ -116,7 +116,7 @@ def _download(url: str, destination: Path, max_bytes: int, timeout: float) -> No
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, destination.open("wb") as output:
             declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
                 raise ModelInstallError(f"{url} is {declared} bytes, over the {max_bytes}-byte limit")
             received = 0
             while block := response.read(_COPY_CHUNK):

@@ -33,7 +33,7 @@ def digits_words(digits: str, one: str = "幺") -> str:
 
     1 is 幺 by default because 一 and 七 are easy to confuse on a phone line; years pass one="一".
     """
-    return "".join(one if char == "1" else _DIGIT_NAMES[int(char)] for char in digits if char.isdigit())
+    return "".join(one if char == "1" else _DIGIT_NAMES[int(char)] for char in digits if char.isdecimal())
 
 
 def _with_liang(words: str) -> str:

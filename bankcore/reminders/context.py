@@ -101,7 +101,7 @@ def _settled(session: Session, reminder: StoredReminder, today: dt.date) -> bool
         return True
     if kind == "loan_instalment_due":
         loan_id, _, seq = item_id.rpartition(":")
-        if not seq.isdigit():
+        if not seq.isdecimal():
             return True  # not an instalment this bank knows
         row = session.execute(
             select(LoanInstalment.status, Loan.status)

@@ -51,7 +51,7 @@ class WeComCallbacks:
             "FromUserName": user,
             "CreateTime": int(time.time()),
             "MsgType": msg_type,
-            "AgentID": int(self.agent_id) if self.agent_id.isdigit() else self.agent_id,
+            "AgentID": int(self.agent_id) if self.agent_id.isdecimal() else self.agent_id,
         }
 
     def text(self, user: str, content: str, *, msg_id: str | None = None) -> Callback:

@@ -245,7 +245,7 @@ def _errcode(reply: Mapping[str, Any]) -> int:
         return MALFORMED_REPLY
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    if isinstance(value, str) and value.lstrip("-").isdecimal():
         return int(value)
     return MALFORMED_REPLY
 

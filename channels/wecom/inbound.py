@@ -154,7 +154,7 @@ class WeComInput:
         signature, timestamp, nonce = query.get("msg_signature"), query.get("timestamp"), query.get("nonce")
         if not signature or not timestamp or not nonce:
             return json_error(400, "missing_parameters", messages.BAD_REQUEST)
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             return json_error(400, "invalid_timestamp", messages.BAD_REQUEST)
         window = self._settings.wecom_replay_window_seconds
         if window > 0 and abs(time.time() - int(timestamp)) > window:

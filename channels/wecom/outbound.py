@@ -39,7 +39,7 @@ class WeComOutput:
     def _base(self, touser: str, msgtype: str) -> dict[str, Any]:
         body: dict[str, Any] = {"touser": touser, "msgtype": msgtype, "safe": 0}
         if self.agent_id:
-            body["agentid"] = int(self.agent_id) if self.agent_id.isdigit() else self.agent_id
+            body["agentid"] = int(self.agent_id) if self.agent_id.isdecimal() else self.agent_id
         # WeCom drops an identical message to the same user within the interval: a second guard against resends.
         body["enable_duplicate_check"] = 0
         return body

@@ -271,6 +271,9 @@ ENTITY_BODY = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><xml><Encrypt
         (lambda q, b: ({k: v for k, v in q.items() if k != "msg_signature"}, b), 400, "missing_parameters"),
         (lambda q, b: (dict(q, msg_signature="0" * 40), b), 403, "invalid_signature"),
         (lambda q, b: (dict(q, timestamp="abc"), b), 400, "invalid_timestamp"),
+        # Superscript digits pass str.isdigit() but not int(): found by the fuzz test as a 500.
+        (lambda q, b: (dict(q, timestamp="17²"), b), 400, "invalid_timestamp"),
+        (lambda q, b: (dict(q, timestamp="١٧٠٠٠٠٠٠٠٠"), b), 400, "invalid_timestamp"),
         (lambda q, b: (q, b"<xml><Encrypt>"), 400, "malformed_xml"),
         (lambda q, b: (q, b"not xml at all"), 400, "malformed_xml"),
         (lambda q, b: (q, ENTITY_BODY), 400, "forbidden_xml"),
