@@ -3,7 +3,10 @@
 set -euo pipefail
 # nodejs (with npm) runs Tencent's @wecom/crypto in the WeCom interoperability test.
 # baresip-core and sip-tester (SIPp) are the real SIP peers of the phone line tests.
-packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg nodejs baresip-core sip-tester)
+# rabbitmq-server (Rasa's event broker) and nginx (the load balancer in front of the gateways and the action
+# servers) belong to the cluster profile (make cluster) and its tests.
+packages=(chromium postgresql redis-server fonts-noto-cjk espeak-ng sox ffmpeg nodejs baresip-core sip-tester
+  rabbitmq-server nginx)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
