@@ -72,15 +72,27 @@ async def resolve_customer(ctx: TurnContext, user: ChannelUser) -> str | None:
 
 
 async def handle_channel_turn(
-    ctx: TurnContext, user: ChannelUser, text: str, *, extra_metadata: Mapping[str, Any] | None = None
+    ctx: TurnContext,
+    user: ChannelUser,
+    text: str,
+    *,
+    extra_metadata: Mapping[str, Any] | None = None,
+    message_id: str | None = None,
 ) -> list[BotMessage]:
-    """One text turn of a platform user: a bound customer's goes to Rasa; an unbound user's to binding or guest."""
+    """One text turn of a platform user: a bound customer's goes to Rasa; an unbound user's to binding or guest.
+
+    `message_id` (stable across redeliveries of one platform message) makes a bound customer's turn run once."""
     customer_id = await resolve_customer(ctx, user)
     if customer_id is not None:
         if _BIND_COMMAND.match(text.strip()) or text.strip() == BIND_PAYLOAD:
             return [BotMessage(text=messages.BIND_ALREADY)]
         return await handle_text_turn(
-            ctx, customer_id=customer_id, channel=user.channel, text=text, extra_metadata=extra_metadata
+            ctx,
+            customer_id=customer_id,
+            channel=user.channel,
+            text=text,
+            extra_metadata=extra_metadata,
+            message_id=message_id,
         )
     return await handle_guest_turn(ctx, user, text, extra_metadata=extra_metadata)
 
@@ -144,9 +156,7 @@ async def handle_guest_turn(
     if len(text) > ctx.settings.max_message_chars:
         ctx.metrics.count_turn(channel, "too_long")
         return [
-            BotMessage(
-                text=messages.MESSAGE_TOO_LONG.format(length=len(text), limit=ctx.settings.max_message_chars)
-            )
+            BotMessage(text=messages.MESSAGE_TOO_LONG.format(length=len(text), limit=ctx.settings.max_message_chars))
         ]
     replies = await asyncio.to_thread(_binding_step, ctx, user, text)
     if replies is not None:

@@ -20,6 +20,7 @@ from bankcore.settings import Settings
 from channels import messages
 from channels.metrics import GatewayMetrics
 from channels.rasa_client import BotMessage, RasaClient, RasaUnavailable, sender_id_for
+from channels.turn_dedupe import TurnDedupe
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ class TurnContext:
     # When this process last saw a turn per (channel, customer), and the contact-event writes in flight.
     last_turns: dict[tuple[str, str], datetime] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    # Messages with a client message id are answered once across retries and gateways.
+    dedupe: TurnDedupe = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dedupe = TurnDedupe(self.session_factory)
 
     def note_turn(self, customer_id: str, channel: str) -> None:
         """Record a `contact` event when this turn starts a contact: never raises, never waits.
@@ -163,8 +169,13 @@ async def handle_text_turn(
     channel: str,
     text: str,
     extra_metadata: Mapping[str, Any] | None = None,
+    message_id: str | None = None,
 ) -> list[BotMessage]:
-    """Run one authenticated customer's text turn; raises RasaUnavailable for the adapter to render."""
+    """Run one authenticated customer's text turn; raises RasaUnavailable for the adapter to render.
+
+    `message_id` (the client's id for this message, the same on every resend) makes the turn run once however
+    often it is resent (channels/turn_dedupe.py); it travels to Rasa in the metadata.
+    """
     started = time.perf_counter()
     ctx.note_turn(customer_id, channel)
     if not text or not text.strip():
@@ -186,6 +197,9 @@ async def handle_text_turn(
     extras = {key: value for key, value in (extra_metadata or {}).items() if key != "otp_digest"}
     metadata: dict[str, Any] = {"locale": LOCALE, **extras}
     metadata.update(customer_id=customer_id, channel=channel)
+    metadata.pop("message_id", None)
+    if message_id is not None:
+        metadata["message_id"] = message_id
     outgoing = redact(text)
     outcome = "ok"
     # Button payloads ("/inform{...}") are never a typed code, so they skip the database look-up.
@@ -203,8 +217,16 @@ async def handle_text_turn(
         elif status.pending:
             outgoing = _SIX_DIGITS.sub("******", outgoing)
 
+    sender_id = sender_id_for(channel, customer_id)
     try:
-        replies = await ctx.rasa.send_message(sender_id_for(channel, customer_id), outgoing, metadata)
+        if message_id is None:
+            replies = await ctx.rasa.send_message(sender_id, outgoing, metadata)
+        else:
+
+            async def send(seen_before: bool) -> list[BotMessage]:
+                return await ctx.rasa.send_message(sender_id, outgoing, metadata, seen_before=seen_before)
+
+            replies = await ctx.dedupe.run(sender_id, message_id, send)
     except RasaUnavailable as error:
         ctx.metrics.count_turn(channel, "rasa_unavailable")
         logger.warning("Rasa unavailable: %s", error, extra={"customer_id": customer_id, "channel": channel})

@@ -19,8 +19,8 @@ from channels.conversation_open import open_conversation
 from channels.http_errors import NO_STORE, dumps_utf8, json_error
 from channels.json_replies import WebChatOutput
 from channels.rasa_client import RasaUnavailable
-from channels.rate_limit import SlidingWindowLimiter
-from channels.resources import SESSION_FACTORY, TURNS
+from channels.rate_limit import RateLimiter
+from channels.resources import REDIS, SESSION_FACTORY, TURNS
 from channels.signed_tokens import InvalidToken, WebChatTokens
 from channels.turns import handle_text_turn
 
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CUSTOMER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The page's id for one message, the same on every resend: the message is answered once.
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Settings.extra key; 0 disables the limit (the gateway latency benchmark sends 500 turns as one customer).
 RATE_LIMIT_SETTING = "BANKBOT_WEBCHAT_RATE_LIMIT_PER_MINUTE"
 DEFAULT_RATE_LIMIT_PER_MINUTE = 60
@@ -61,7 +63,7 @@ class WebChatInput:
         self._tokens = WebChatTokens(settings.secret_key, settings.webchat_token_ttl_seconds)
         if rate_limit_per_minute is None:
             rate_limit_per_minute = int(settings.extra.get(RATE_LIMIT_SETTING, str(DEFAULT_RATE_LIMIT_PER_MINUTE)))
-        self._limiter = SlidingWindowLimiter(rate_limit_per_minute, window_s=60.0)
+        self._limiter = RateLimiter(self.channel, rate_limit_per_minute, window_s=60.0)
         self._output = WebChatOutput()
 
     @property
@@ -69,6 +71,7 @@ class WebChatInput:
         return self._tokens
 
     def register(self, app: web.Application) -> None:
+        self._limiter.share_through(app.get(REDIS))
         if self._settings.dev_login:
             # Without dev login the route does not exist at all: a plain 404, nothing to probe.
             app.router.add_post("/webchat/session", self.create_session)
@@ -105,7 +108,7 @@ class WebChatInput:
         customer_id = self._authenticate(request)
         if customer_id is None:
             return json_error(401, "unauthorized", messages.UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-        if not self._limiter.allow(customer_id):
+        if not await self._limiter.allow(customer_id):
             return json_error(429, "rate_limited", messages.RATE_LIMITED, headers={"Retry-After": "10"})
         body = await _json_object(request)
         if isinstance(body, web.Response):
@@ -113,9 +116,12 @@ class WebChatInput:
         text = body.get("text")
         if not isinstance(text, str):
             return json_error(400, "missing_text", messages.MISSING_TEXT)
+        message_id = body.get("message_id")
+        if message_id is not None and (not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id)):
+            return json_error(400, "invalid_message_id", messages.BAD_REQUEST)
         try:
             replies = await handle_text_turn(
-                request.app[TURNS], customer_id=customer_id, channel=self.channel, text=text
+                request.app[TURNS], customer_id=customer_id, channel=self.channel, text=text, message_id=message_id
             )
         except RasaUnavailable:
             return _assistant_unavailable()
@@ -126,7 +132,7 @@ class WebChatInput:
         customer_id = self._authenticate(request)
         if customer_id is None:
             return json_error(401, "unauthorized", messages.UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-        if not self._limiter.allow(customer_id):
+        if not await self._limiter.allow(customer_id):
             return json_error(429, "rate_limited", messages.RATE_LIMITED, headers={"Retry-After": "10"})
         try:
             replies = await open_conversation(request.app[TURNS], customer_id=customer_id, channel=self.channel)

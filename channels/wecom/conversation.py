@@ -214,18 +214,20 @@ class WeComInboxProcessor:
         body = item.body
         user = ChannelUser(channel=CHANNEL, identity_channel="wecom", external_id=item.external_user)
         msg_type = str(body.get("msg_type") or "")
+        # The stored message's id: a re-claimed message (its worker died mid-turn) is answered from the tracker.
+        message_id = f"{CHANNEL}-inbox-{item.id}"
         if msg_type == "text":
-            return await handle_channel_turn(self.ctx, user, str(body.get("content") or ""))
+            return await handle_channel_turn(self.ctx, user, str(body.get("content") or ""), message_id=message_id)
         if msg_type == "voice":
-            return await self._voice_turn(user, body)
+            return await self._voice_turn(user, body, message_id)
         if msg_type == "event":
-            return await self._event_turn(user, body)
+            return await self._event_turn(user, body, message_id)
         if msg_type == "rate_limited":
             return [BotMessage(text=messages.RATE_LIMITED)] if body.get("notice") else []
         self.ctx.metrics.count_turn(CHANNEL, "unsupported")
         return [BotMessage(text=messages.UNSUPPORTED_MESSAGE)]
 
-    async def _voice_turn(self, user: ChannelUser, body: dict[str, Any]) -> list[BotMessage]:
+    async def _voice_turn(self, user: ChannelUser, body: dict[str, Any], message_id: str) -> list[BotMessage]:
         text: str | None = None
         metadata: dict[str, Any] = {"input_mode": "voice"}
         if self.recognizer is not None and body.get("media_id"):
@@ -250,14 +252,14 @@ class WeComInboxProcessor:
         if not text:
             self.ctx.metrics.count_turn(CHANNEL, "voice_unavailable")
             return [BotMessage(text=messages.VOICE_NOT_AVAILABLE)]
-        return await handle_channel_turn(self.ctx, user, text, extra_metadata=metadata)
+        return await handle_channel_turn(self.ctx, user, text, extra_metadata=metadata, message_id=message_id)
 
-    async def _event_turn(self, user: ChannelUser, body: dict[str, Any]) -> list[BotMessage]:
+    async def _event_turn(self, user: ChannelUser, body: dict[str, Any], message_id: str) -> list[BotMessage]:
         event = str(body.get("event") or "").lower()
         key = str(body.get("event_key") or "")
         if event in {"click", "template_card_event"} and key:
             # A menu item or a card button: its key is the text (or the /intent payload) it stands for.
-            return await handle_channel_turn(self.ctx, user, key)
+            return await handle_channel_turn(self.ctx, user, key, message_id=message_id)
         if event in _OPENING_EVENTS:
             customer_id = await resolve_customer(self.ctx, user)
             if customer_id is None:

@@ -38,10 +38,21 @@ class FakeRasa:
     received: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
+    # Conversation id → tracker events, like Rasa's tracker store; share one dict between fakes to play
+    # several Rasa servers on one tracker store.
+    trackers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # After recording the turn in the tracker: drop the connection without answering (a server killed
+    # mid-reply), or answer this status.
+    drop_after_turn: bool = False
+    fail_after_turn_with: int | None = None
+    # False: answer without recording the turn, like Rasa's REST channel when the turn failed (it answers
+    # 200 with what it collected, often nothing).
+    record_turns: bool = True
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/webhooks/rest/webhook", self._webhook)
+        app.router.add_get("/conversations/{conversation_id}/tracker", self._tracker)
         app.router.add_get("/status", self._status)
         app.router.add_post("/conversations/{conversation_id}/trigger_intent", self._trigger_intent)
         return app
@@ -54,7 +65,28 @@ class FakeRasa:
             await asyncio.sleep(self.delay_s)
         if self.fail_with_status is not None:
             return web.Response(status=self.fail_with_status, text="boom")
-        return web.json_response(self.responder(body))
+        replies = self.responder(body)
+        if not self.record_turns:
+            return web.json_response(replies)
+        events = self.trackers.setdefault(str(body.get("sender")), [])
+        events.append({"event": "user", "text": body.get("message"), "metadata": body.get("metadata") or {}})
+        for reply in (item for item in replies if isinstance(item, dict)):
+            data = {key: value for key, value in reply.items() if key not in ("text", "recipient_id")}
+            events.append({"event": "bot", "text": reply.get("text"), "data": data})
+        if self.drop_after_turn:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if self.fail_after_turn_with is not None:
+            return web.Response(status=self.fail_after_turn_with, text="boom")
+        return web.json_response(replies)
+
+    async def _tracker(self, request: web.Request) -> web.Response:
+        self.requests.append(("GET", request.raw_path, dict(request.query)))
+        if request.query.get("token") != RASA_TOKEN:
+            return web.json_response({"status": "failure"}, status=401)
+        conversation_id = request.match_info["conversation_id"]
+        return web.json_response({"sender_id": conversation_id, "events": self.trackers.get(conversation_id, [])})
 
     async def _status(self, request: web.Request) -> web.Response:
         self.requests.append(("GET", request.raw_path, dict(request.query)))

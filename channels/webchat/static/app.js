@@ -33,6 +33,30 @@
     return { status: response.status, body: payload };
   }
 
+  // One id per message, kept across resends: the gateway answers a message once however often it arrives.
+  function newMessageId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  const RETRY_DELAYS_MS = [1000, 2000, 4000];
+  const RETRYABLE = new Set([502, 503, 504]);
+
+  // Sends a message, resending it (same id) when the network or the service failed: at most once answered.
+  async function postMessage(text) {
+    const body = { text, message_id: newMessageId() };
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        const result = await postJson("messages", body);
+        if (!RETRYABLE.has(result.status) || attempt >= RETRY_DELAYS_MS.length) return result;
+      } catch (error) {
+        if (attempt >= RETRY_DELAYS_MS.length) throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+    }
+  }
+
   function scrollToEnd() {
     ui.chat.scrollTop = ui.chat.scrollHeight;
   }
@@ -115,7 +139,7 @@
     setBusy(true);
     const typing = addBubble("bot typing", "…");
     try {
-      const { status, body } = await postJson("messages", { text });
+      const { status, body } = await postMessage(text);
       typing.remove();
       if (status === 401) {
         addBubble("system", (body.error && body.error.message) || TEXT.expired);
