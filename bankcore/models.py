@@ -811,3 +811,23 @@ class OpsModelJob(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class TurnClaim(Base):
+    """Who is running a customer message right now, so a retried message is answered once across gateways.
+
+    `message_key` is the Rasa conversation id and the client's message id. A gateway inserts the row before it
+    sends the message to Rasa and renews `lease_until` while it waits; `done_at` is set once Rasa answered. A
+    retry finds the row: still leased → it waits; done, or the lease ran out (the gateway died) → it looks for
+    the message in the conversation's tracker before sending it again. Rows are pruned after a day.
+    """
+
+    __tablename__ = "turn_claims"
+    __table_args__ = (Index("ix_turn_claims_created_at", "created_at"),)
+
+    message_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    lease_until: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
