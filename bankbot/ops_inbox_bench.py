@@ -183,7 +183,7 @@ async def _wait_ready(http: ClientSession, base: str, process: subprocess.Popen[
         if process.poll() is not None:
             raise SystemExit(f"the gateway exited with {process.returncode}")
         try:
-            # /healthz would say 503 (no Rasa here): the sign-in page answering is what matters.
+            # /readyz would say 503 (no Rasa here): the sign-in page answering is what matters.
             async with http.get(f"{base}/ops/login") as response:
                 if response.status == 200:
                     return

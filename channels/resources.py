@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bankcore.settings import Settings
 from channels.metrics import GatewayMetrics
 from channels.rasa_client import RasaClient
+from channels.redis_state import RedisState
 from channels.turns import TurnContext
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,3 +20,5 @@ SESSION_FACTORY = web.AppKey("session_factory", sessionmaker[Session])
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 RASA = web.AppKey("rasa", RasaClient)
 TURNS = web.AppKey("turns", TurnContext)
+# Only when BANKBOT_REDIS_URL is set: the state several gateway processes share (channels.redis_state).
+REDIS = web.AppKey("redis", RedisState)

@@ -229,9 +229,12 @@ async def handle_text_turn(
             replies = await ctx.dedupe.run(sender_id, message_id, send)
     except RasaUnavailable as error:
         ctx.metrics.count_turn(channel, "rasa_unavailable")
+        # A failed turn's time counts too: timeouts are what a latency bar must see.
+        ctx.metrics.observe_turn(channel, time.perf_counter() - started)
         logger.warning("Rasa unavailable: %s", error, extra={"customer_id": customer_id, "channel": channel})
         raise
     ctx.metrics.count_turn(channel, outcome)
+    ctx.metrics.observe_turn(channel, time.perf_counter() - started)
     logger.info(
         "turn handled",
         extra={

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ UNKNOWN_WORD = "[unk]"
 # Endpointing and energy are judged on blocks of this many seconds of audio: short enough for the timers to be
 # accurate, long enough that the per-call overhead of the recogniser stays negligible.
 _BLOCK_SECONDS = 0.1
+
+# Told after each utterance the event API closes: (seconds of audio, seconds spent recognising it). Runs on a
+# recognition thread; it must be quick and thread-safe (a metrics histogram is both).
+UtteranceTiming = Callable[[float, float], None]
 
 
 class AsrError(Exception):
@@ -115,12 +120,20 @@ class AsrEngine:
     one chunk per open stream.
     """
 
-    def __init__(self, model: AsrModel, *, workers: int = 2, max_streams: int = 64) -> None:
+    def __init__(
+        self,
+        model: AsrModel,
+        *,
+        workers: int = 2,
+        max_streams: int = 64,
+        on_utterance: UtteranceTiming | None = None,
+    ) -> None:
         if workers < 1 or max_streams < 1:
             raise ValueError("workers and max_streams must be at least 1")
         self.model = model
         self.workers = workers
         self.max_streams = max_streams
+        self.on_utterance = on_utterance
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self._streams: set[AsrStream] = set()
         self._counter_lock = threading.Lock()
@@ -167,6 +180,14 @@ class AsrEngine:
 
     def _release(self, stream: AsrStream) -> None:
         self._streams.discard(stream)
+
+    def _report_utterance(self, audio_seconds: float, processing_seconds: float) -> None:
+        if self.on_utterance is None or audio_seconds <= 0:
+            return
+        try:
+            self.on_utterance(audio_seconds, processing_seconds)
+        except Exception:
+            logger.warning("the utterance timing callback failed", exc_info=True)
 
     async def _run(self, function: Callable[[], _T]) -> _T:
         with self._counter_lock:
@@ -242,6 +263,11 @@ class AsrStream:
         self._heard_loud = False
         self._last_partial = ""
         self._no_input_since = 0.0
+        # Timing of the current utterance (event API): where its audio started, the recognition time spent on it
+        # so far, and when the running job last accounted for its time.
+        self._utterance_first_sample = 0
+        self._utterance_processing = 0.0
+        self._timing_mark = 0.0
         # Chunks of one stream run strictly one after another, even when an awaiting caller is cancelled.
         self._lock = asyncio.Lock()
         self._inflight: asyncio.Future[Any] | None = None
@@ -372,6 +398,13 @@ class AsrStream:
     # -- event API (runs in a pool thread) -------------------------------------------------------------------
 
     def _process(self, pcm: bytes) -> list[AsrEvent]:
+        self._timing_mark = time.perf_counter()
+        try:
+            return self._process_timed(pcm)
+        finally:
+            self._account_time()
+
+    def _process_timed(self, pcm: bytes) -> list[AsrEvent]:
         if not self._in_speech and not self._last_partial:
             self._apply_pending_grammar()
         recognizer = self._live_recognizer()
@@ -404,6 +437,7 @@ class AsrStream:
                 else:
                     # Vosk closes stretches of silence too; that is not an utterance and not the end of no-input.
                     self._last_partial = ""
+                    self._close_timing(report=False)
             elif self._in_speech and self._silence_run >= silence_limit:
                 events.append(self._parse_final(recognizer.FinalResult(), "silence"))
                 self._end_utterance()
@@ -413,6 +447,7 @@ class AsrStream:
             elif not self._in_speech and now - self._no_input_since >= self.endpoint.no_input_s:
                 events.append(NoInput(after_seconds=round(now - self._no_input_since, 3)))
                 self._no_input_since = now
+                self._close_timing(report=False)
             recognizer = self._live_recognizer()
         # One partial per chunk: asking for it per block would cost decoding time for no added information.
         partial = _partial_text(recognizer.PartialResult())
@@ -435,6 +470,7 @@ class AsrStream:
         events.append(SpeechStarted(at=round(at, 3)))
 
     def _end_utterance(self) -> None:
+        self._close_timing(report=True)
         self._in_speech = False
         self._silence_run = 0
         self._heard_loud = False
@@ -443,6 +479,12 @@ class AsrStream:
         self._apply_pending_grammar()
 
     def _finish(self) -> Final:
+        self._timing_mark = time.perf_counter()
+        final = self._finish_timed()
+        self._close_timing(report=bool(final.text))
+        return final
+
+    def _finish_timed(self) -> Final:
         recognizer = self._live_recognizer()
         tail = self._buffer + self._resampler.flush()
         self._buffer = b""
@@ -455,6 +497,20 @@ class AsrStream:
         if endpoint_result is not None and not final.text:
             return endpoint_result
         return final
+
+    def _account_time(self) -> None:
+        now = time.perf_counter()
+        self._utterance_processing += now - self._timing_mark
+        self._timing_mark = now
+
+    def _close_timing(self, *, report: bool) -> None:
+        """The current utterance's audio is all in: report its timing (speech) or drop it (silence), start anew."""
+        self._account_time()
+        audio_seconds = (self._samples - self._utterance_first_sample) / self.model_rate
+        if report:
+            self._engine._report_utterance(audio_seconds, self._utterance_processing)
+        self._utterance_first_sample = self._samples
+        self._utterance_processing = 0.0
 
     def _parse_final(self, result_json: str, reason: EndReason) -> Final:
         return parse_result(result_json, reason=reason, offset=self._recognizer_offset, end=self.seconds)

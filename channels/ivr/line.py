@@ -24,11 +24,11 @@ from bankcore.database import unit_of_work
 from bankcore.settings import Settings
 from channels.http_errors import json_error
 from channels.ivr.audiosocket import AudioSocketServer
-from channels.ivr.call_flow import OUTBOUND_KEY, IvrRuntime, OutboundCall
+from channels.ivr.call_flow import CHANNEL, OUTBOUND_KEY, IvrRuntime, OutboundCall
 from channels.ivr.media import CallInfo
 from channels.ivr.sip_agent import SipAgent, SipSettings
 from channels.rasa_client import BotMessage
-from channels.resources import SESSION_FACTORY, SETTINGS, TURNS
+from channels.resources import METRICS, SESSION_FACTORY, SETTINGS, TURNS
 from voice.asr import AsrEngine, AsrModel
 from voice.tts import CachedSynthesizer, EspeakPinyinSynthesizer
 
@@ -149,7 +149,12 @@ async def _phone_line(app: web.Application) -> AsyncIterator[None]:
     asr = None
     if settings.vosk_model_path is not None:
         model = await asyncio.to_thread(AsrModel, settings.vosk_model_path)
-        asr = AsrEngine(model, workers=settings.asr_workers, max_streams=settings.asr_max_streams)
+        metrics = app[METRICS]
+
+        def observe(audio_seconds: float, processing_seconds: float) -> None:
+            metrics.observe_recognition(CHANNEL, audio_seconds, processing_seconds)
+
+        asr = AsrEngine(model, workers=settings.asr_workers, max_streams=settings.asr_max_streams, on_utterance=observe)
     else:
         logger.warning("no speech model configured: the phone line takes keypad input only")
     runtime = IvrRuntime(

@@ -11,7 +11,14 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from channels.platform_api import HTTP_STATUS_ERROR, MALFORMED_REPLY, UNREACHABLE, CachedAccessToken
+from channels.platform_api import (
+    HTTP_STATUS_ERROR,
+    MALFORMED_REPLY,
+    UNREACHABLE,
+    CachedAccessToken,
+    SharedAccessToken,
+)
+from channels.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +94,18 @@ class WeChatApi:
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         refresh_margin_s: float = 300.0,
+        redis: RedisState | None = None,
     ) -> None:
         self._http = http
         self._base = URL(base_url.rstrip("/"))
         self._app_id = app_id
         self._app_secret = app_secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._token = CachedAccessToken(self._fetch_token, clock=clock, refresh_margin_s=refresh_margin_s)
+        # With a Redis, the gateways and the reminder workers share the app's one token.
+        shared = SharedAccessToken(redis, "wechat", app_id) if redis is not None else None
+        self._token = CachedAccessToken(
+            self._fetch_token, clock=clock, refresh_margin_s=refresh_margin_s, shared=shared
+        )
 
     def __repr__(self) -> str:
         return f"<WeChatApi app_id={self._app_id!r} base_url={str(self._base)!r}>"
@@ -129,9 +141,9 @@ class WeChatApi:
         """A valid access token (cgi-bin/token, client_credential): cached, one fetch at a time."""
         return await self._token.get()
 
-    def invalidate(self, token: str) -> None:
-        """Forget the cached token if it is ``token``."""
-        self._token.invalidate(token)
+    async def invalidate(self, token: str) -> None:
+        """Forget the cached (and shared) token if it is ``token``."""
+        await self._token.invalidate(token)
 
     async def send_subscribe_message(
         self,
@@ -162,7 +174,7 @@ class WeChatApi:
         errcode = _errcode(reply)
         if errcode in TOKEN_REJECTED:
             logger.info("WeChat subscribe/send: access token rejected (errcode %s), refreshing once", errcode)
-            self.invalidate(token)
+            await self.invalidate(token)
             token = await self.access_token()
             reply = await self._request_json("cgi-bin/message/subscribe/send", "POST", {"access_token": token}, body)
             errcode = _errcode(reply)

@@ -33,8 +33,8 @@ from channels.json_replies import MiniProgramOutput
 from channels.miniprogram.api import WeChatApi, WeChatApiError
 from channels.miniprogram.sessions import MiniProgramTokens, MiniProgramUser
 from channels.rasa_client import RasaUnavailable
-from channels.rate_limit import SlidingWindowLimiter
-from channels.resources import HTTP_SESSION, METRICS, SESSION_FACTORY, TURNS
+from channels.rate_limit import RateLimiter
+from channels.resources import HTTP_SESSION, METRICS, REDIS, SESSION_FACTORY, TURNS
 from channels.signed_tokens import InvalidToken
 from channels.voice_messages import (
     DECODED_RATE,
@@ -88,7 +88,7 @@ class MiniProgramInput:
     def __init__(self, settings: Settings, *, synthesizer: SpeechSynthesizer | None = None) -> None:
         self._settings = settings
         self._tokens = MiniProgramTokens(settings.secret_key, settings.miniprogram_session_ttl_seconds)
-        self._limiter = SlidingWindowLimiter(settings.miniprogram_rate_limit_per_minute, window_s=60.0)
+        self._limiter = RateLimiter(CHANNEL, settings.miniprogram_rate_limit_per_minute, window_s=60.0)
         self._output = MiniProgramOutput()
         self._sealer = Sealer(settings.secret_key)
         self._synthesizer = synthesizer or EspeakPinyinSynthesizer(settings.tts_voice)
@@ -98,6 +98,7 @@ class MiniProgramInput:
         return self._tokens
 
     def register(self, app: web.Application) -> None:
+        self._limiter.share_through(app.get(REDIS))
         app.router.add_post("/miniprogram/login", self.login)
         app.router.add_post("/miniprogram/messages", self.post_message)
         app.router.add_post("/miniprogram/subscriptions", self.post_subscription)
@@ -108,7 +109,11 @@ class MiniProgramInput:
     async def _runtime(self, app: web.Application) -> AsyncIterator[None]:
         settings = self._settings
         app[WECHAT_API] = WeChatApi(
-            app[HTTP_SESSION], settings.wechat_api_base, settings.miniprogram_app_id, settings.miniprogram_app_secret
+            app[HTTP_SESSION],
+            settings.wechat_api_base,
+            settings.miniprogram_app_id,
+            settings.miniprogram_app_secret,
+            redis=app.get(REDIS),
         )
         recognizer = None
         if settings.vosk_model_path is not None:
@@ -177,7 +182,7 @@ class MiniProgramInput:
         user = self._authenticate(request)
         if user is None:
             return json_error(401, "unauthorized", messages.UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-        if not self._limiter.allow(user.openid):
+        if not await self._limiter.allow(user.openid):
             return json_error(429, "rate_limited", messages.RATE_LIMITED, headers={"Retry-After": "10"})
         body = await _json_object(request, MAX_VOICE_BODY_BYTES)
         if isinstance(body, web.Response):

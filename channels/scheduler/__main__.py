@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from bankcore.database import make_engine, make_session_factory
 from bankcore.logging_setup import configure_logging
 from bankcore.settings import Settings
+from channels.redis_state import RedisState
 from channels.scheduler.conversation_sender import Deliver
+from channels.scheduler.tracker_retention import run_daily
 from channels.scheduler.worker import Dispatcher, policy_decider
 
 log = logging.getLogger("channels.scheduler")
@@ -38,10 +40,14 @@ async def serve(settings: Settings) -> None:
     log.info("planned %d reminders (%d new)", planned, created)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     http = aiohttp.ClientSession()
-    rasa = RasaClient(http, settings.rasa_url, settings.rasa_token)
+    # With a Redis, the platform access token is the one the gateways share (fetching another retires theirs).
+    redis = RedisState(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        redis.open()
+    rasa = RasaClient(http, settings.rasa_urls, settings.rasa_token)
     dispatcher = Dispatcher(
         factory,
-        ConversationSender(rasa, platform_deliverers(settings, factory, http)),
+        ConversationSender(rasa, platform_deliverers(settings, factory, http, redis)),
         worker_id=worker_id,
         decide=policy_decider(policy),
         rate_limits=policy.rate_limits,
@@ -55,16 +61,25 @@ async def serve(settings: Settings) -> None:
         # Finish the batch in hand, then leave: nothing is half-recorded, and unclaimed work stays due.
         loop.add_signal_handler(signum, stop.set)
     log.info("reminder worker %s started", worker_id)
+    # Tracker hygiene rides along: Rasa's conversations quiet for longer than the retention period, once a day.
+    retention = asyncio.create_task(run_daily(settings, stop))
     try:
         await dispatcher.run(stop)
     finally:
+        stop.set()
+        await retention
         await http.close()
+        if redis is not None:
+            await redis.close()
         engine.dispose()
         log.info("reminder worker %s stopped: %s", worker_id, dict(dispatcher.stats))
 
 
 def platform_deliverers(
-    settings: Settings, factory: sessionmaker[Session], http: aiohttp.ClientSession
+    settings: Settings,
+    factory: sessionmaker[Session],
+    http: aiohttp.ClientSession,
+    redis: RedisState | None = None,
 ) -> dict[str, Deliver]:
     """The outbound channels configured here: WeCom through the gateway's outbox, the mini-program directly, and
     phone calls through the gateway's SIP agent."""
@@ -75,7 +90,9 @@ def platform_deliverers(
     if settings.wecom_configured:
         deliverers["wecom"] = wecom_deliverer(factory, settings.wecom_agent_id)
     if settings.miniprogram_configured and settings.miniprogram_reminder_template_id:
-        api = WeChatApi(http, settings.wechat_api_base, settings.miniprogram_app_id, settings.miniprogram_app_secret)
+        api = WeChatApi(
+            http, settings.wechat_api_base, settings.miniprogram_app_id, settings.miniprogram_app_secret, redis=redis
+        )
         deliverers["miniprogram"] = miniprogram_deliverer(factory, api, settings.miniprogram_reminder_template_id)
     if settings.sip_port and settings.sip_outbound_proxy and settings.events_token:
         from channels.scheduler.phone_deliverer import phone_deliverer

@@ -18,7 +18,9 @@ from channels.platform_api import (
     MEDIA_TOO_LARGE,
     UNREACHABLE,
     CachedAccessToken,
+    SharedAccessToken,
 )
+from channels.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +96,18 @@ class WeComApi:
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         refresh_margin_s: float = 300.0,
+        redis: RedisState | None = None,
     ) -> None:
         self._http = http
         self._base = URL(base_url.rstrip("/"))
         self._corp_id = corp_id
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._token = CachedAccessToken(self._fetch_token, clock=clock, refresh_margin_s=refresh_margin_s)
+        # With a Redis, every process of the deployment shares the app's one token.
+        shared = SharedAccessToken(redis, "wecom", corp_id) if redis is not None else None
+        self._token = CachedAccessToken(
+            self._fetch_token, clock=clock, refresh_margin_s=refresh_margin_s, shared=shared
+        )
 
     def __repr__(self) -> str:
         return f"<WeComApi corp_id={self._corp_id!r} base_url={str(self._base)!r}>"
@@ -109,9 +116,9 @@ class WeComApi:
         """A valid access token: cached until expires_in minus the refresh margin, one gettoken at a time."""
         return await self._token.get()
 
-    def invalidate(self, token: str) -> None:
-        """Forget the cached token if it is ``token``; the next call fetches a new one."""
-        self._token.invalidate(token)
+    async def invalidate(self, token: str) -> None:
+        """Forget the cached (and shared) token if it is ``token``; the next call fetches a new one."""
+        await self._token.invalidate(token)
 
     async def send_message(self, body: Mapping[str, Any]) -> SendOutcome:
         """POST message/send (text, markdown, template_card...; ``body`` carries agentid and recipients).
@@ -127,7 +134,7 @@ class WeComApi:
         errcode = _errcode(reply)
         if errcode in TOKEN_REJECTED:
             logger.info("WeCom message/send: access token rejected (errcode %s), refreshing once", errcode)
-            self.invalidate(token)
+            await self.invalidate(token)
             token = await self.access_token()
             reply = await self._request_json("message/send", "POST", {"access_token": token}, payload)
             errcode = _errcode(reply)
@@ -154,7 +161,7 @@ class WeComApi:
         result = await self._download(token, media_id, max_bytes)
         if isinstance(result, dict) and _errcode(result) in TOKEN_REJECTED:
             logger.info("WeCom media/get: access token rejected (errcode %s), refreshing once", _errcode(result))
-            self.invalidate(token)
+            await self.invalidate(token)
             token = await self.access_token()
             result = await self._download(token, media_id, max_bytes)
         if isinstance(result, dict):

@@ -26,8 +26,8 @@ from channels.http_errors import json_error
 from channels.inbox_writer import InboxEntry, InboxWriter
 from channels.metrics import GatewayMetrics
 from channels.outbox_worker import OutboxWorker, SendAttempt
-from channels.rate_limit import SlidingWindowLimiter
-from channels.resources import HTTP_SESSION, METRICS, SESSION_FACTORY, TURNS
+from channels.rate_limit import RateLimiter
+from channels.resources import HTTP_SESSION, METRICS, REDIS, SESSION_FACTORY, TURNS
 from channels.voice_messages import VoiceMessageRecognizer
 from channels.wecom.api import WeComApi, WeComApiError
 from channels.wecom.conversation import CHANNEL, WeComInboxProcessor
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 PATH = "/wecom/callback"
 # WeCom's callbacks are small; anything near the gateway's general body limit is no genuine callback.
 MAX_CALLBACK_BYTES = 64 * 1024
+# A user past their rate is told so at most once in this many seconds; further messages are recorded only.
+_NOTICE_PERIOD_S = 60.0
 
 
 @dataclass
@@ -88,13 +90,17 @@ class WeComInput:
         if settings.wecom_configured:
             self._crypto = WeComCrypto(settings.wecom_token, settings.wecom_encoding_aes_key, settings.wecom_corp_id)
         self._sealer = Sealer(settings.secret_key)
-        self._limiter = SlidingWindowLimiter(settings.wecom_rate_limit_per_minute, window_s=60.0)
+        self._limiter = RateLimiter(CHANNEL, settings.wecom_rate_limit_per_minute, window_s=60.0)
+        # The shared limit's answers (admitted, else whether to send the notice), by message key, decided before
+        # the write: Redis is asked from the event loop, while admission runs on the writer thread.
+        self._shared_admissions: dict[str, tuple[bool, bool]] = {}
         self._process = process
         self._rate_noticed: dict[str, float] = {}
         self._metrics: GatewayMetrics | None = None
         self._writer: InboxWriter | None = None
 
     def register(self, app: web.Application) -> None:
+        self._limiter.share_through(app.get(REDIS))
         app.router.add_get(PATH, self.verify_url)
         app.router.add_post(PATH, self.receive)
         app.on_cleanup.append(self._close_writer)
@@ -103,7 +109,13 @@ class WeComInput:
 
     async def _runtime(self, app: web.Application) -> AsyncIterator[None]:
         settings = self._settings
-        api = WeComApi(app[HTTP_SESSION], settings.wecom_api_base, settings.wecom_corp_id, settings.wecom_secret)
+        api = WeComApi(
+            app[HTTP_SESSION],
+            settings.wecom_api_base,
+            settings.wecom_corp_id,
+            settings.wecom_secret,
+            redis=app.get(REDIS),
+        )
 
         async def send(item: channel_messages.ClaimedOutbox) -> SendAttempt:
             try:
@@ -212,13 +224,31 @@ class WeComInput:
             kind=message.msg_type if message.msg_type != "event" else f"event:{message.event or ''}",
             body=_message_record(message),
         )
-        received = await self._writer_for(request.app).receive(entry)
+        received = await self._receive(request.app, entry)
         metrics.count_inbound(CHANNEL, "duplicate" if received.duplicate else "accepted")
         if not received.duplicate and WECOM_RUNTIME in request.app:
             request.app[WECOM_RUNTIME].processor.wake()
         metrics.observe_ack(CHANNEL, time.perf_counter() - started)
         # An empty 200 is WeCom's "received, the answer comes later"; nothing is replied passively.
         return web.Response(text="", content_type="text/plain")
+
+    async def _receive(self, app: web.Application, entry: InboxEntry) -> channel_messages.Received:
+        if not self._limiter.shared:
+            return await self._writer_for(app).receive(entry)
+        # The message key is the window's member, so a retried callback does not count twice. None (Redis
+        # unavailable): `_admit` falls back to this process's window.
+        allowed = await self._limiter.shared_decision(entry.external_user, event_id=entry.platform_msg_id)
+        if allowed is None:
+            return await self._writer_for(app).receive(entry)
+        notice = False
+        if not allowed:
+            first = await self._limiter.first_in_period(entry.external_user, _NOTICE_PERIOD_S)
+            notice = first if first is not None else self._should_notice(entry.external_user)
+        self._shared_admissions[entry.platform_msg_id] = (allowed, notice)
+        try:
+            return await self._writer_for(app).receive(entry)
+        finally:
+            self._shared_admissions.pop(entry.platform_msg_id, None)
 
     def _writer_for(self, app: web.Application) -> InboxWriter:
         if self._writer is None:
@@ -236,23 +266,28 @@ class WeComInput:
     def _admit(self, entry: InboxEntry) -> InboxEntry:
         """A new message within the user's rate as it is; past it, a marker answered once per minute with a polite
         notice (further ones are recorded, not answered). On the writer thread: retries never get here, so a
-        storm of them cannot use up the rate of the messages that follow."""
-        if self._limiter.allow(entry.external_user):
+        storm of them cannot use up the rate of the messages that follow. With a shared limit the decision was
+        taken in `_receive`, where the message key keeps retries from counting twice."""
+        shared = self._shared_admissions.get(entry.platform_msg_id)
+        if shared is None:
+            allowed = self._limiter.allow_in_process(entry.external_user)
+            notice = not allowed and self._should_notice(entry.external_user)
+        else:
+            allowed, notice = shared
+        if allowed:
             return entry
         if self._metrics is not None:
             self._metrics.count_inbound(CHANNEL, "rate_limited")
-        return entry.replaced(
-            kind="rate_limited", body={"msg_type": "rate_limited", "notice": self._should_notice(entry.external_user)}
-        )
+        return entry.replaced(kind="rate_limited", body={"msg_type": "rate_limited", "notice": notice})
 
     def _should_notice(self, user: str) -> bool:
         now = time.monotonic()
         last = self._rate_noticed.get(user)
-        if last is not None and now - last < 60:
+        if last is not None and now - last < _NOTICE_PERIOD_S:
             return False
         self._rate_noticed[user] = now
         if len(self._rate_noticed) > 100_000:
-            self._rate_noticed = {k: t for k, t in self._rate_noticed.items() if now - t < 60}
+            self._rate_noticed = {k: t for k, t in self._rate_noticed.items() if now - t < _NOTICE_PERIOD_S}
         return True
 
 

@@ -196,9 +196,9 @@ async def test_invalidate_forgets_only_the_token_still_cached(
     sim, url = wecom
     api = wecom_api(http, url, clock)
     old = await api.access_token()
-    api.invalidate(old)
+    await api.invalidate(old)
     new = await api.access_token()
-    api.invalidate(old)  # a late caller that also met 42001 on the old token
+    await api.invalidate(old)  # a late caller that also met 42001 on the old token
     assert await api.access_token() == new
     assert sim.gettoken_calls == 2
 

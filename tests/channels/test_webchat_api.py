@@ -374,21 +374,25 @@ async def test_rasa_error_status_gets_the_same_polite_reply(gateway: Client, fak
     assert body["messages"][0]["text"] == messages.ASSISTANT_UNAVAILABLE
 
 
-async def test_healthz_reports_database_and_rasa(
+async def test_readyz_reports_database_and_rasa(
     gateway: Client, start_gateway: Callable[..., Any], fake_rasa: FakeRasa
 ) -> None:
-    response = await gateway.get("/healthz")
+    response = await gateway.get("/readyz")
     assert response.status == 200
-    assert await response.json() == {
-        "status": "ok",
-        "checks": {"gateway": "ok", "database": "ok", "rasa": "ok"},
-    }
+    assert await response.json() == {"status": "ok", "checks": {"database": "ok", "rasa": "ok"}}
     assert ("GET", "/status?token=test-rasa-token", {"token": "test-rasa-token"}) in fake_rasa.requests
 
     down = await start_gateway("http://127.0.0.1:9")
-    response = await down.get("/healthz")
+    response = await down.get("/readyz")
     assert response.status == 503
     assert (await response.json())["checks"]["rasa"] == "unavailable"
+
+
+async def test_healthz_is_liveness_and_checks_no_dependency(start_gateway: Callable[..., Any]) -> None:
+    down = await start_gateway("http://127.0.0.1:9")  # Rasa down: not ready, but alive
+    response = await down.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
 
 
 async def test_metrics_count_turns_by_outcome_and_time_rasa(gateway: Client, fake_rasa: FakeRasa) -> None:
