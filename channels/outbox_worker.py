@@ -139,8 +139,14 @@ class OutboxWorker:
             attempt = SendAttempt(ok=False, retryable=True, error=f"{type(error).__name__}")
         now = self.clock()
         if attempt.ok:
-            await asyncio.to_thread(self._record, channel_messages.mark_sent, item.id, now=now,
-                                    platform_msg_id=attempt.platform_msg_id, partial_failure=attempt.partial_failure)
+            await asyncio.to_thread(
+                self._record,
+                channel_messages.mark_sent,
+                item.id,
+                now=now,
+                platform_msg_id=attempt.platform_msg_id,
+                partial_failure=attempt.partial_failure,
+            )
             self.sent += 1
             self.metrics.count_outbound(self.channel, "partial" if attempt.partial_failure else "sent")
             if attempt.partial_failure:
@@ -153,11 +159,13 @@ class OutboxWorker:
             return
         if attempt.retryable and item.attempt_no < self.max_attempts:
             retry_at = now + dt.timedelta(seconds=self._retry_delay(item.attempt_no))
-            await asyncio.to_thread(self._record, channel_messages.mark_retry, item.id, error=attempt.error,
-                                    retry_at=retry_at)
+            await asyncio.to_thread(
+                self._record, channel_messages.mark_retry, item.id, error=attempt.error, retry_at=retry_at
+            )
             self.metrics.count_outbound(self.channel, "retry")
-            logger.info("outbox %s: %s retry %d (%s)", self.channel, item.idempotency_key, item.attempt_no,
-                        attempt.error)
+            logger.info(
+                "outbox %s: %s retry %d (%s)", self.channel, item.idempotency_key, item.attempt_no, attempt.error
+            )
             return
         await asyncio.to_thread(self._record, channel_messages.mark_failed, item.id, error=attempt.error)
         self.failed += 1
