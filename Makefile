@@ -9,7 +9,7 @@ export RASA_TELEMETRY_ENABLED := false
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance \
+.PHONY: setup run cluster train test lint pytest stories bench bench-nlu bench-turns bench-foresight bench-first-utterance \
 	bench-risk bench-risk-quality bench-risk-latency bench-voice bench-reminders bench-wecom bench-phone bench-ops-swap \
 	bench-ops-inbox shell clean
 
@@ -24,6 +24,14 @@ train: setup
 
 run: setup
 	BANKBOT_DEV_LOGIN=1 $(PY) -m bankbot run
+
+# The cluster profile (docs/cluster.md): PostgreSQL, Redis, RabbitMQ and nginx started by the project under
+# var/cluster/, two Rasa servers, two action servers, two gateways behind nginx, two reminder workers and the event
+# relay. Options through CLUSTER_ARGS, e.g. make cluster CLUSTER_ARGS="--rasa 1 --port 8090".
+CLUSTER_ARGS ?=
+cluster: setup
+	$(PY) -m bankbot train
+	BANKBOT_DEV_LOGIN=1 $(PY) -m bankbot cluster run $(CLUSTER_ARGS)
 
 shell: setup
 	$(PY) -m bankbot shell

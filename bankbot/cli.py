@@ -38,30 +38,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
-    from datetime import UTC, datetime
 
     # Ctrl-C must stop everything even when we were started with SIGINT ignored (a background job of a
     # non-interactive shell inherits that, and Python then leaves it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from bankbot.foresight_demo import ensure_demo_model
-    from bankbot.stack import Stack
+    from bankbot.stack import Stack, prepare_database
     from bankbot.training import ensure_trained
-    from bankcore.core_facts import record_core_facts
-    from bankcore.database import unit_of_work
-    from bankcore.sandbox import seed_demo_if_empty
 
     layout = ProjectLayout()
     settings = Settings.from_env()
     model = ensure_trained(layout)
-    factory = _open_bank(settings)
-    with unit_of_work(factory) as session:
-        seeded = seed_demo_if_empty(session, pin_key=settings.secret_key)
-    if seeded:
+    # Migrate, seed the sandbox bank when empty, record today's core facts: once, before any process starts.
+    if prepare_database(settings):
         console.print("sandbox bank seeded with the demo customers (C001-C004)")
-    with unit_of_work(factory) as session:
-        # Failed transfers, dues and expiring cards become cross-channel events the foresight model reads.
-        record_core_facts(session, datetime.now(UTC))
     env = {k: v for k, v in settings.extra.items()}
     env.setdefault("BANKBOT_SECRET_KEY", settings.secret_key)
     # The phone line answers SIP calls on loopback unless told otherwise (BANKBOT_SIP_PORT=0 turns it off).
@@ -252,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bankbot import (
         asr_robustness,
+        cluster_bench,
+        cluster_cli,
         events_cli,
         foresight_data_cli,
         foresight_model_cli,
@@ -262,14 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
         reminders_bench,
         reminders_cli,
         risk_cli,
+        trackers_cli,
         voice_bench,
         voice_cli,
         wecom_bench,
     )
 
     events_cli.register(commands)
+    cluster_cli.register(commands)
     risk_cli.register(commands)
     reminders_cli.register(commands)
+    trackers_cli.register(commands)
     voice_cli.register(commands)
     models_cli.register(commands)
     voice_bench.register(bench)
@@ -279,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     phone_bench.register(bench)
     ops_inbox_bench.register(bench)
     model_swap_bench.register(bench)
+    cluster_bench.register(bench)
     foresight = commands.add_parser("foresight", help="predict why customers contact the bank").add_subparsers(
         dest="foresight_command", required=True
     )

@@ -375,11 +375,10 @@ def cmd_bench_ops_inbox(args: argparse.Namespace) -> int:
     if not args.postgres:
         result = run_bench(args.messages, args.repeats, args.seed, args.out, args.keep)
         return 0 if result["passed"] else 1
-    import importlib
+    from bankbot.engines.postgres_server import PostgresServer
 
-    # The test suite's throwaway server (as the reminders bench uses it); the type checker stays out of tests.
-    pg: Any = importlib.import_module("tests.pg_server")
-    server = pg.PostgresServer().start()
+    # A throwaway server from Debian's binaries (as the tests and the reminders bench use).
+    server = PostgresServer().start()
     try:
         url = server.create_database("ops_inbox_bench")
         result = run_bench(args.messages, args.repeats, args.seed, args.out, args.keep, database_url=url)

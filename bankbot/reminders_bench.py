@@ -1,8 +1,9 @@
 """Reminder store and dispatch throughput: plan N reminders, dispatch them with 1, 2, 4 worker processes to a
 counting sender, on SQLite and on a throwaway PostgreSQL; reminders per second, p99 lateness, lost, duplicated.
 
-The worker processes and the PostgreSQL server are the test suite's own (`tests/reminders/race_worker.py`,
-`tests/pg_server.py`), so the bench measures exactly what the race tests prove correct.
+The worker processes are the test suite's own (`tests/reminders/race_worker.py`) and the PostgreSQL server is the
+one the tests use (`bankbot/engines/postgres_server.py`), so the bench measures exactly what the race tests prove
+correct.
 
 `reminders-chaos` dispatches on PostgreSQL while it SIGKILLs a random worker every ~2 s (starting a replacement)
 and restarts the server once. Its workers decide with the real policy layer (the rules file's quiet hours,
@@ -147,7 +148,8 @@ def cmd_bench_reminders(args: argparse.Namespace) -> int:
     databases = [d.strip() for d in args.databases.split(",") if d.strip()]
     server = None
     if "postgresql" in databases:
-        pg = _tests_module("tests.pg_server")
+        from bankbot.engines import postgres_server as pg
+
         if pg.find_bin_dir() is None:
             console.print("PostgreSQL binaries not found: skipping it")
             databases.remove("postgresql")
@@ -380,11 +382,11 @@ def _start_chaos_worker(
 
 
 def cmd_bench_reminders_chaos(args: argparse.Namespace) -> int:
+    from bankbot.engines import postgres_server as pg
     from bankcore.reminders.policy import in_quiet_hours, zone_of
     from bankcore.reminders.rules import DEFAULT_RULES_PATH, load_rules
     from channels.scheduler.senders import CountingSender
 
-    pg = _tests_module("tests.pg_server")
     support = _tests_module("tests.reminders.store_support")
     if pg.find_bin_dir() is None:
         console.print("PostgreSQL binaries not found (apt-get install postgresql): nothing to run")

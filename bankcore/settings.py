@@ -126,6 +126,19 @@ class Settings:
     ops_session_minutes: int = 480
     # The test stories testers run and save conversations into (tests point it at a temporary copy).
     test_stories_dir: Path = PROJECT_ROOT / "bot" / "tests"
+    # Rasa's event broker (RabbitMQ, amqp://user:password@host:port/vhost; unset: no broker, no relay): Rasa
+    # publishes every tracker event to the fanout exchange, bound to the durable queue the event relay consumes
+    # into the cross-channel event store. The relay serves Prometheus metrics on loopback:port (0: off) and
+    # stores up to `relay_batch_size` events per database transaction.
+    amqp_url: str | None = field(default=None, repr=False)
+    amqp_queue: str = "bankbot.rasa_events"
+    amqp_exchange: str = "rasa-exchange"
+    relay_metrics_port: int = 0
+    relay_batch_size: int = 200
+    # Conversations in Rasa's tracker store whose newest event is older than this many days are archived (when
+    # an archive directory is set) and deleted by the daily retention job (0: keep them forever).
+    tracker_retention_days: int = 180
+    tracker_archive_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -142,6 +155,13 @@ class Settings:
     @property
     def miniprogram_configured(self) -> bool:
         return bool(self.miniprogram_app_id and self.miniprogram_app_secret)
+
+    @property
+    def rasa_urls(self) -> tuple[str, ...]:
+        """Every Rasa server the gateway may use: BANKBOT_RASA_URLS (comma-separated; the cluster profile),
+        else BANKBOT_RASA_URL alone. They must share one tracker store and one lock store."""
+        listed = [url.strip().rstrip("/") for url in self.extra.get("BANKBOT_RASA_URLS", "").split(",")]
+        return tuple(url for url in listed if url) or (self.rasa_url,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -218,5 +238,14 @@ class Settings:
             nlu_data_dir=Path(env.get("BANKBOT_NLU_DATA_DIR", str(PROJECT_ROOT / "nlu_data"))).resolve(),
             ops_session_minutes=int(env.get("BANKBOT_OPS_SESSION_MINUTES", "480")),
             test_stories_dir=Path(env.get("BANKBOT_TEST_STORIES_DIR", str(PROJECT_ROOT / "bot" / "tests"))).resolve(),
+            amqp_url=env.get("BANKBOT_AMQP_URL") or None,
+            amqp_queue=env.get("BANKBOT_AMQP_QUEUE") or "bankbot.rasa_events",
+            amqp_exchange=env.get("BANKBOT_AMQP_EXCHANGE") or "rasa-exchange",
+            relay_metrics_port=int(env.get("BANKBOT_RELAY_METRICS_PORT", "0")),
+            relay_batch_size=max(1, int(env.get("BANKBOT_RELAY_BATCH_SIZE", "200"))),
+            tracker_retention_days=int(env.get("BANKBOT_TRACKER_RETENTION_DAYS", "180")),
+            tracker_archive_dir=(
+                Path(env["BANKBOT_TRACKER_ARCHIVE_DIR"]).resolve() if env.get("BANKBOT_TRACKER_ARCHIVE_DIR") else None
+            ),
             extra={k: v for k, v in env.items() if k.startswith("BANKBOT_")},
         )

@@ -22,6 +22,7 @@ from bankbot.training import ensure_trained
 from bankcore.settings import Settings
 
 if TYPE_CHECKING:
+    from bankbot.engines.rabbitmq_server import RabbitMQServer
     from tests.platform_threads import PlatformSimulators
 
 
@@ -56,6 +57,21 @@ def platform_simulators() -> Iterator[PlatformSimulators]:
 
     with serve_platform_simulators() as platforms:
         yield platforms
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQServer]:
+    """A throwaway RabbitMQ node (Debian's rabbitmq-server) on loopback for the session; tests that stall, stop
+    or kill it must leave it running. Each test uses queues and exchanges of its own."""
+    from bankbot.engines.rabbitmq_server import RabbitMQServer, find_epmd, find_scripts_dir
+
+    if find_scripts_dir() is None or find_epmd() is None:
+        pytest.skip("rabbitmq-server not installed (Debian: apt-get install rabbitmq-server)")
+    server = RabbitMQServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager
